@@ -1,0 +1,58 @@
+# Shared helpers for scripts/test and scripts/demo: install what is missing, start PostgreSQL.
+# Sourced, not run.
+
+APT_UPDATED=${APT_UPDATED:-}
+apt_install() {
+  if [[ -z $APT_UPDATED ]]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+}
+
+ensure_postgres() {
+  local need=()
+  command -v psql >/dev/null || need+=(postgresql-client)
+  command -v pgbench >/dev/null || need+=(postgresql-contrib)
+  if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need+=(postgresql)
+  fi
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v curl >/dev/null || need+=(curl)
+  if ((${#need[@]})); then echo "installing ${need[*]}"; apt_install "${need[@]}"; fi
+}
+
+# Python clients for the driver tests: SQLAlchemy 2 with psycopg 3.
+ensure_python_clients() {
+  if ! python3 -c 'import sqlalchemy, psycopg' 2>/dev/null; then
+    echo "installing SQLAlchemy and psycopg"
+    python3 -m pip install --quiet --disable-pip-version-check 'sqlalchemy>=2' 'psycopg[binary]>=3.1'
+  fi
+}
+
+pg_bin_dir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  echo "$d"
+}
+
+start_postgres_if_needed() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "PostgreSQL answers on 127.0.0.1:5432"
+    return 0
+  fi
+  if command -v pg_ctlcluster >/dev/null && [[ -n $(ls /etc/postgresql 2>/dev/null) ]]; then
+    local v; v=$(ls /etc/postgresql | sort -V | tail -1)
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && break
+    sleep 0.5
+  done
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "PostgreSQL does not answer on 127.0.0.1:5432"; exit 1
+  fi
+  echo "PostgreSQL started"
+}

@@ -1,0 +1,5 @@
+//! Shared helpers for poolwarden's end-to-end tests: the Kubernetes test control plane,
+//! throwaway PostgreSQL instances and the project's binaries.
+#![forbid(unsafe_code)]
+
+pub mod kube_env;
