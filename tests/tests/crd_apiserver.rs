@@ -108,7 +108,7 @@ async fn invalid_specs_are_refused_with_a_422_naming_the_field() {
     let client = kube_env::client().await;
     kube_env::install_crd(&client).await;
     let ns = kube_env::namespace(&client, "crd-invalid").await;
-    let api: Api<serde_json::Value> = Api::namespaced_with(
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client,
         &ns,
         &kube::api::ApiResource::erase::<DbPoolPolicy>(&()),
@@ -139,6 +139,7 @@ async fn invalid_specs_are_refused_with_a_422_naming_the_field() {
         let mut obj: serde_json::Value = serde_yaml_ng::from_str(EXAMPLE).unwrap();
         obj["metadata"]["name"] = format!("bad-{i}").into();
         *obj.pointer_mut(pointer).unwrap() = bad;
+        let obj: kube::api::DynamicObject = serde_json::from_value(obj).unwrap();
         let err = api.create(&PostParams::default(), &obj).await.unwrap_err();
         match err {
             kube::Error::Api(status) => {

@@ -35,6 +35,11 @@ admin:
 slow_query_threshold: 5s
 "#;
 
+/// (environment, flags, expected error prefix)
+type ErrorCase = (Vec<(&'static str, &'static str)>, Overrides, &'static str);
+/// A change to a valid config that must make it invalid.
+type Mutation = Box<dyn Fn(&mut Config)>;
+
 fn no_env() -> std::collections::HashMap<String, String> {
     env::from_pairs(&[])
 }
@@ -142,7 +147,7 @@ fn db_password_env_fills_databases_without_a_url_password() {
 #[test]
 fn errors_name_the_key_the_value_and_what_is_accepted() {
     let file = parse_file("f", FILE).unwrap();
-    let table: Vec<(Vec<(&str, &str)>, Overrides, &str)> = vec![
+    let table: Vec<ErrorCase> = vec![
         (
             vec![("POOLWARDEN_POOL_SIZE", "lots")],
             Overrides::default(),
@@ -222,7 +227,7 @@ fn validation_rules() {
         &Overrides::default(),
     )
     .unwrap();
-    let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|c| c.databases.clear()), "missing databases"),
         (
             Box::new(|c| c.listen = "0.0.0.0:6432".parse().unwrap()),
