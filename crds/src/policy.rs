@@ -596,7 +596,6 @@ pub struct Condition {
     /// A CamelCase reason for the last transition.
     pub reason: String,
     /// A human-readable message about the transition.
-    #[serde(default)]
     pub message: String,
 }
 

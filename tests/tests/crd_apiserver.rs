@@ -132,7 +132,8 @@ async fn invalid_specs_are_refused_with_a_422_naming_the_field() {
         (
             "/spec/databases/0/sslMode",
             serde_json::json!("sometimes"),
-            "spec.databases[0].sslMode",
+            // v1.20 drops list indexes from the path; newer apiservers keep them.
+            "spec.databases",
         ),
     ];
     for (i, (pointer, bad, field)) in cases.into_iter().enumerate() {
@@ -145,7 +146,8 @@ async fn invalid_specs_are_refused_with_a_422_naming_the_field() {
             kube::Error::Api(status) => {
                 assert_eq!(status.code, 422, "{status:?}");
                 assert!(
-                    status.message.contains(field),
+                    status.message.contains(field)
+                        && status.message.contains(pointer.rsplit('/').next().unwrap()),
                     "{field} not named in {:?}",
                     status.message
                 );
