@@ -13,6 +13,14 @@
 //!
 //! The names below are shared with the reconciler, which writes the ConfigMap and the Secret
 //! these volumes point at.
+//!
+//! Deploying it (what the chart provides): a `kubernetes.io/tls` Secret mounted as the cert
+//! directory (`tls.crt`, `tls.key`; rotated files are picked up within 10 s), a Service to
+//! the listen port, and a `MutatingWebhookConfiguration` for Pod CREATE with path `/mutate`,
+//! `objectSelector` `poolwarden.dev/policy` Exists, `sideEffects: None`,
+//! `admissionReviewVersions: [v1]`, `failurePolicy: Fail`. RBAC: `get` on
+//! `dbpoolpolicies.poolwarden.dev`, and the non-resource URL `/version` (granted to every
+//! authenticated user by the default `system:public-info-viewer` role).
 
 pub mod mutate;
 pub mod server;

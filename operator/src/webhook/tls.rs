@@ -227,6 +227,72 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A leaf for 127.0.0.1 signed by `ca`, written as the pair; returns its DER.
+    fn write_signed(dir: &Path, ca: &rcgen::Issuer<'_, rcgen::KeyPair>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.signed_by(&key, ca).unwrap();
+        std::fs::write(dir.join(TLS_CERT_FILE), cert.pem()).unwrap();
+        std::fs::write(dir.join(TLS_KEY_FILE), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    /// The leaf a TLS client sees from `addr`.
+    async fn served_leaf(addr: std::net::SocketAddr, roots: &rustls::RootCertStore) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("handshake verifies against the CA");
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_running_acceptor_serves_the_rotated_certificate_without_a_restart() {
+        let dir = temp_dir("live");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+
+        let first = write_signed(&dir, &ca);
+        let certs = ReloadingCert::load(&dir).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+
+        assert_eq!(served_leaf(addr, &roots).await, first);
+        let second = write_signed(&dir, &ca);
+        assert!(certs.reload_if_changed().unwrap());
+        assert_eq!(
+            served_leaf(addr, &roots).await,
+            second,
+            "same acceptor, new certificate"
+        );
+        server.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn missing_files_are_named() {
         let dir = temp_dir("missing");
