@@ -10,3 +10,5 @@
 //! ```
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
+
+pub mod webhook;
