@@ -9,4 +9,6 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod config;
+pub mod metrics;
