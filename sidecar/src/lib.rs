@@ -12,3 +12,4 @@
 pub mod breaker;
 pub mod config;
 pub mod metrics;
+pub mod admin;
