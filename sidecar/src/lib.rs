@@ -13,3 +13,4 @@ pub mod breaker;
 pub mod config;
 pub mod metrics;
 pub mod admin;
+pub mod auth;

@@ -96,13 +96,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Check the request's token for `needed`; the error is the response to send.
-fn authorize(
-    s: &AdminState,
-    headers: &HeaderMap,
-    needed: Role,
-    what: &str,
-) -> Result<(), Response> {
+/// Check the request's token for `needed`; `Some` is the refusal to send.
+fn authorize(s: &AdminState, headers: &HeaderMap, needed: Role, what: &str) -> Option<Response> {
     let role = bearer(headers).and_then(|t| s.tokens.authenticate(t));
     match role {
         None => {
@@ -113,7 +108,7 @@ fn authorize(
             let mut r = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
         Some(role) if !role.allows(needed) => {
             tracing::info!(
@@ -121,7 +116,7 @@ fn authorize(
                 role = role.as_str(),
                 "admin request refused: role not allowed"
             );
-            Err(json_error(
+            Some(json_error(
                 StatusCode::FORBIDDEN,
                 format!(
                     "role {} may not do this; {} is required",
@@ -130,12 +125,12 @@ fn authorize(
                 ),
             ))
         }
-        Some(_) => Ok(()),
+        Some(_) => None,
     }
 }
 
 async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Admin, "GET /api/metrics") {
+    if let Some(r) = authorize(&s, &headers, Role::Admin, "GET /api/metrics") {
         return r;
     }
     let body = s.backend.metrics_text();
@@ -143,7 +138,7 @@ async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
 }
 
 async fn get_pool(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer, "GET /api/pool") {
+    if let Some(r) = authorize(&s, &headers, Role::Viewer, "GET /api/pool") {
         return r;
     }
     axum::Json(PoolsResponse {
@@ -153,7 +148,7 @@ async fn get_pool(State(s): State<AdminState>, headers: HeaderMap) -> Response {
 }
 
 async fn put_pool(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Admin, "PUT /api/pool") {
+    if let Some(r) = authorize(&s, &headers, Role::Admin, "PUT /api/pool") {
         return r;
     }
     let request = match parse_request(&body) {
