@@ -9,8 +9,8 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod metrics;
-pub mod admin;
-pub mod auth;
