@@ -13,4 +13,6 @@ pub mod admin;
 pub mod auth;
 pub mod breaker;
 pub mod config;
+pub mod fingerprint;
+pub mod logging;
 pub mod metrics;
