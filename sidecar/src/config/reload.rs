@@ -95,6 +95,17 @@ pub enum ReloadError {
     Stopped,
 }
 
+impl ReloadError {
+    /// The error for a log line or an API answer: values the YAML parser quoted from the file
+    /// are masked.
+    pub fn redacted(&self) -> String {
+        match self {
+            ReloadError::Invalid(e) => format!("config refused: {}", loggable(e)),
+            ReloadError::Stopped => self.to_string(),
+        }
+    }
+}
+
 /// Settings of the reload task.
 #[derive(Clone, Copy, Debug)]
 pub struct ReloadOptions {
@@ -250,10 +261,11 @@ impl Reloader {
             }
             Err(e) => {
                 self.count(ReloadResult::Failure);
-                // ConfigError names the key and the bad value; secrets are redacted in it.
+                // ConfigError names the key and the bad value (secrets are redacted in it); a
+                // YAML parse message may quote a value from the file, so those are masked.
                 tracing::error!(
                     trigger = trigger.as_str(),
-                    error = %e,
+                    error = %loggable(&e),
                     "new config refused; the running config stays"
                 );
                 Err(ReloadError::Invalid(e))
@@ -266,6 +278,36 @@ impl Reloader {
             m.record_reload(result);
         }
     }
+}
+
+/// The error as it may be logged: values quoted from the file by the YAML parser (which could
+/// be a password written in the wrong place) are masked.
+fn loggable(e: &ConfigError) -> String {
+    match e {
+        ConfigError::Parse { path, message } => {
+            format!("invalid config file {path}: {}", mask_quoted(message))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Replace every `...`, "..." or '...' span with `<value>`.
+fn mask_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if matches!(c, '`' | '"' | '\'') {
+            out.push_str("<value>");
+            for d in chars.by_ref() {
+                if d == c {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -361,6 +403,25 @@ mod tests {
             sighup: false,
         });
         (reloader, rx, metrics)
+    }
+
+    #[test]
+    fn parse_errors_are_logged_without_quoted_values() {
+        let yaml = "pool:\n  pool_size: hunter2\n";
+        let err = crate::config::parse_file("poolwarden.yaml", yaml).unwrap_err();
+        let shown = loggable(&err);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            err.to_string().contains("hunter2"),
+            "the raw message did quote it: {err}"
+        );
+        assert!(shown.contains("poolwarden.yaml"), "{shown}");
+        assert_eq!(
+            mask_quoted(r#"a `x` b "y" c 'z'"#),
+            "a <value> b <value> c <value>"
+        );
+        let invalid = ConfigError::invalid("pool.pool_size", 0, "1..=10000");
+        assert_eq!(loggable(&invalid), invalid.to_string());
     }
 
     /// Generous bound for the poller to notice a change.
