@@ -17,6 +17,8 @@
 
 use std::time::Duration;
 
+use crate::metrics::PoolMetrics;
+
 /// Longest fingerprint logged, in bytes; longer ones are cut (after normalisation).
 pub const MAX_FINGERPRINT: usize = 2048;
 
@@ -316,6 +318,17 @@ pub fn slow_query(database: &str, duration: Duration, sql: &str) {
         fingerprint = %fingerprint,
         "slow query"
     );
+}
+
+/// Account for one finished query: `poolwarden_query_duration_seconds`, and when it took at
+/// least `threshold` (`slow_query_threshold`), `poolwarden_slow_queries_total` and one
+/// [`slow_query`] line. `sql` is only read for a slow query.
+pub fn record_query(metrics: &PoolMetrics, threshold: Duration, took: Duration, sql: &str) {
+    metrics.observe_query(took);
+    if took >= threshold {
+        metrics.slow_query();
+        slow_query(metrics.database(), took, sql);
+    }
 }
 
 #[cfg(test)]

@@ -160,3 +160,36 @@ proptest::proptest! {
         proptest::prop_assert_eq!(fingerprint(&format!("SELECT $q${dollar}$q$")), "SELECT ?");
     }
 }
+
+#[test]
+fn record_query_counts_and_logs_only_slow_queries() {
+    let metrics = crate::metrics::Metrics::new();
+    let pool = metrics.pool("clinical");
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    let threshold = Duration::from_secs(5);
+    tracing::subscriber::with_default(subscriber, || {
+        record_query(&pool, threshold, Duration::from_millis(30), "SELECT 'fast'");
+        record_query(&pool, threshold, Duration::from_secs(5), "SELECT 'edge'");
+        record_query(&pool, threshold, Duration::from_secs(9), "SELECT 'slow'");
+    });
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"poolwarden_slow_queries_total{database="clinical"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"poolwarden_query_duration_seconds_count{database="clinical"} 3"#),
+        "{text}"
+    );
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    assert!(
+        !logs.contains("fast") && !logs.contains("edge") && !logs.contains("'slow'"),
+        "{logs}"
+    );
+}
