@@ -266,10 +266,10 @@ impl SharedBreaker {
         }
     }
 
-    /// Report to this pool's metrics: `poolwarden_breaker_state` on every change,
-    /// `poolwarden_breaker_rejections_total` per refusal and
-    /// `poolwarden_server_connect_errors_total` per failed attempt made through
-    /// [`guard_connect`](Self::guard_connect).
+    /// Report to this pool's metrics: `poolwarden_breaker_state` on every change and
+    /// `poolwarden_breaker_rejections_total` per refusal. Failed attempts are not counted
+    /// here: `poolwarden_server_connect_errors_total` belongs to the code that opens server
+    /// connections (the pool), so it is counted once.
     pub fn with_metrics(mut self, metrics: PoolMetrics) -> Self {
         metrics.set_breaker_state(self.state());
         self.metrics = Some(metrics);
@@ -338,9 +338,6 @@ impl SharedBreaker {
         };
         if let Some(m) = &self.metrics {
             m.set_breaker_state(state);
-            if !ok {
-                m.connect_error();
-            }
         }
     }
 

@@ -76,6 +76,11 @@ impl CloseReason {
         }
     }
 
+    /// The reason for a label value (`recycle`, `pre_ping`, ...).
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == label)
+    }
+
     fn index(self) -> usize {
         self as usize
     }

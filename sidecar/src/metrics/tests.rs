@@ -270,3 +270,11 @@ fn pool_returns_the_same_series_and_remove_drops_them() {
 fn content_type_is_text_format_0_0_4() {
     assert!(CONTENT_TYPE.starts_with(prometheus::TEXT_FORMAT));
 }
+
+#[test]
+fn close_reasons_round_trip_through_their_labels() {
+    for r in CloseReason::ALL {
+        assert_eq!(CloseReason::from_label(r.as_str()), Some(r));
+    }
+    assert_eq!(CloseReason::from_label("bored"), None);
+}
