@@ -214,6 +214,12 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let up = &a.scale_up;
     let down = &a.scale_down;
     let up_secs = i64::from(up.sustained_seconds);
+    let review_due = input.last_review_time.is_none_or(|t| {
+        now.as_second() - t.as_second() >= i64::from(a.review.window_days) * 86_400
+    });
+    let review_avg = h
+        .review_average(a.review.window_days, now)
+        .filter(|avg| review_due && *avg > a.review.utilization_above);
     if h.sustained(Threshold::Above(up.utilization_above), up_secs, now, since) {
         // The window reaches back at least one sample interval before the sustain started.
         let window = up_secs.max(h.max_gap());
@@ -225,16 +231,13 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             up.utilization_above * 100.0,
             up.sustained_seconds
         );
-        return finish(input, target, reasons::SUSTAINED_HIGH_UTILIZATION, why, false);
+        // A scale-up adds at least one review step: it counts as a due review too, so the
+        // review does not add another step right after it.
+        let reviewed = review_avg.is_some();
+        return finish(input, target, reasons::SUSTAINED_HIGH_UTILIZATION, why, reviewed);
     }
 
-    let review_due = input.last_review_time.is_none_or(|t| {
-        now.as_second() - t.as_second() >= i64::from(a.review.window_days) * 86_400
-    });
-    if review_due
-        && let Some(avg) = h.review_average(a.review.window_days, now)
-        && avg > a.review.utilization_above
-    {
+    if let Some(avg) = review_avg {
         let target = cur.saturating_add(a.review.step);
         let why = format!(
             "{}-day average utilization {:.0} % above {:.0} %: pool {cur} -> {target}",
