@@ -40,8 +40,15 @@ pub struct Budget {
 
 impl Budget {
     /// Computes the budget. `replicas` and `pools_per_pod` of 0 count as 1.
-    pub fn new(limits: DatabaseLimits, reserved_connections: u32, replicas: u32, pools: u32) -> Self {
-        let reserved = limits.superuser_reserved_connections.saturating_add(reserved_connections);
+    pub fn new(
+        limits: DatabaseLimits,
+        reserved_connections: u32,
+        replicas: u32,
+        pools: u32,
+    ) -> Self {
+        let reserved = limits
+            .superuser_reserved_connections
+            .saturating_add(reserved_connections);
         Self {
             max_connections: limits.max_connections,
             reserved,
@@ -75,7 +82,9 @@ pub fn per_pod_limit(
     reserved: u32,
     replicas: u32,
 ) -> u32 {
-    let available = max_connections.saturating_sub(superuser_reserved).saturating_sub(reserved);
+    let available = max_connections
+        .saturating_sub(superuser_reserved)
+        .saturating_sub(reserved);
     available / replicas.max(1)
 }
 
@@ -92,7 +101,11 @@ pub fn budget_replicas(
     hpa_max_replicas: Option<u32>,
     matched_pods: u32,
 ) -> u32 {
-    hpa_max_replicas.or(workload_replicas).unwrap_or(matched_pods).max(matched_pods).max(1)
+    hpa_max_replicas
+        .or(workload_replicas)
+        .unwrap_or(matched_pods)
+        .max(matched_pods)
+        .max(1)
 }
 
 /// The limits in force: spec values override what the database reports. `None` when a value
@@ -101,12 +114,16 @@ pub fn resolve_limits(
     spec: &ConnectionBudgetSpec,
     from_database: Option<DatabaseLimits>,
 ) -> Option<DatabaseLimits> {
-    let max_connections =
-        spec.max_connections.or(from_database.map(|d| d.max_connections))?;
+    let max_connections = spec
+        .max_connections
+        .or(from_database.map(|d| d.max_connections))?;
     let superuser_reserved_connections = spec
         .superuser_reserved_connections
         .or(from_database.map(|d| d.superuser_reserved_connections))?;
-    Some(DatabaseLimits { max_connections, superuser_reserved_connections })
+    Some(DatabaseLimits {
+        max_connections,
+        superuser_reserved_connections,
+    })
 }
 
 /// Why the database limits could not be read. Messages never contain the URL (it may hold a
@@ -129,12 +146,17 @@ pub enum BudgetError {
 /// Connects to `url` (a `postgres://` URL) and reads `max_connections` and
 /// `superuser_reserved_connections`. One short-lived connection, closed before returning.
 pub async fn read_database_limits(url: &str) -> Result<DatabaseLimits, BudgetError> {
-    let mut conn = PgConnection::connect(url).await.map_err(BudgetError::Database)?;
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(BudgetError::Database)?;
     let max = show(&mut conn, "max_connections").await;
     let su = show(&mut conn, "superuser_reserved_connections").await;
     // Closing is best effort: the values are read either way.
     let _ = conn.close().await;
-    Ok(DatabaseLimits { max_connections: max?, superuser_reserved_connections: su? })
+    Ok(DatabaseLimits {
+        max_connections: max?,
+        superuser_reserved_connections: su?,
+    })
 }
 
 async fn show(conn: &mut PgConnection, setting: &'static str) -> Result<u32, BudgetError> {
@@ -144,7 +166,10 @@ async fn show(conn: &mut PgConnection, setting: &'static str) -> Result<u32, Bud
         .fetch_one(conn)
         .await
         .map_err(BudgetError::Database)?;
-    value.trim().parse().map_err(|_| BudgetError::NotANumber { setting, value })
+    value
+        .trim()
+        .parse()
+        .map_err(|_| BudgetError::NotANumber { setting, value })
 }
 
 #[cfg(test)]
@@ -164,18 +189,28 @@ mod tests {
             ((100, 3, 10, 1000), 0),
         ];
         for ((max, su, res, reps), want) in table {
-            assert_eq!(per_pod_limit(max, su, res, reps), want, "{max} {su} {res} {reps}");
+            assert_eq!(
+                per_pod_limit(max, su, res, reps),
+                want,
+                "{max} {su} {res} {reps}"
+            );
         }
     }
 
     #[test]
     fn budget_counts_pools_sharing_a_server() {
-        let limits = DatabaseLimits { max_connections: 200, superuser_reserved_connections: 3 };
+        let limits = DatabaseLimits {
+            max_connections: 200,
+            superuser_reserved_connections: 3,
+        };
         let b = Budget::new(limits, 10, 4, 2);
         assert_eq!(b.per_pod_limit, 187 / 8);
         assert_eq!(b.reserved, 13);
         let s = b.to_status();
-        assert_eq!((s.max_connections, s.reserved, s.per_pod_limit), (200, 13, 23));
+        assert_eq!(
+            (s.max_connections, s.reserved, s.per_pod_limit),
+            (200, 13, 23)
+        );
         assert_eq!(s.replicas, Some(4));
     }
 
@@ -197,20 +232,29 @@ mod tests {
 
     #[test]
     fn spec_values_override_database_values() {
-        let db = DatabaseLimits { max_connections: 100, superuser_reserved_connections: 3 };
+        let db = DatabaseLimits {
+            max_connections: 100,
+            superuser_reserved_connections: 3,
+        };
         let mut spec = ConnectionBudgetSpec::default();
         assert_eq!(resolve_limits(&spec, Some(db)), Some(db));
         assert_eq!(resolve_limits(&spec, None), None);
         spec.max_connections = Some(500);
         assert_eq!(
             resolve_limits(&spec, Some(db)),
-            Some(DatabaseLimits { max_connections: 500, superuser_reserved_connections: 3 })
+            Some(DatabaseLimits {
+                max_connections: 500,
+                superuser_reserved_connections: 3
+            })
         );
         assert_eq!(resolve_limits(&spec, None), None);
         spec.superuser_reserved_connections = Some(5);
         assert_eq!(
             resolve_limits(&spec, None),
-            Some(DatabaseLimits { max_connections: 500, superuser_reserved_connections: 5 })
+            Some(DatabaseLimits {
+                max_connections: 500,
+                superuser_reserved_connections: 5
+            })
         );
     }
 
@@ -219,7 +263,9 @@ mod tests {
     #[tokio::test]
     async fn reads_limits_from_real_postgres() {
         let url = "postgres://postgres@127.0.0.1:5432/postgres";
-        let limits = read_database_limits(url).await.expect("PostgreSQL on 127.0.0.1:5432");
+        let limits = read_database_limits(url)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
         let mut conn = PgConnection::connect(url).await.unwrap();
         let (max, su): (String, String) = sqlx::query_as(
             "SELECT current_setting('max_connections'), \

@@ -58,7 +58,11 @@ impl PoolMetrics {
     /// checked_out / pool_size (0 for a pool of size 0 with nothing checked out; the
     /// checked out count itself for a pool of size 0 that somehow has some).
     pub fn utilization(&self) -> f64 {
-        if self.pool_size > 0.0 { self.checked_out / self.pool_size } else { self.checked_out }
+        if self.pool_size > 0.0 {
+            self.checked_out / self.pool_size
+        } else {
+            self.checked_out
+        }
     }
 
     /// checked_out + waiting, in connections.
@@ -82,12 +86,19 @@ pub struct PodMetrics {
 impl PodMetrics {
     /// The busiest pool's utilization.
     pub fn utilization(&self) -> f64 {
-        self.pools.iter().map(PoolMetrics::utilization).fold(0.0, f64::max)
+        self.pools
+            .iter()
+            .map(PoolMetrics::utilization)
+            .fold(0.0, f64::max)
     }
 
     /// The busiest pool's demand.
     pub fn demand(&self) -> u32 {
-        self.pools.iter().map(PoolMetrics::demand).max().unwrap_or(0)
+        self.pools
+            .iter()
+            .map(PoolMetrics::demand)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -147,14 +158,14 @@ pub fn parse_metrics(text: &str) -> Result<PodMetrics, CollectError> {
 fn build(series: BTreeMap<String, BTreeMap<&str, f64>>) -> Result<PodMetrics, CollectError> {
     let mut pools = Vec::new();
     for (database, m) in series {
-        if !m.contains_key(POOL_SIZE) && !m.contains_key(CHECKED_OUT) && !m.contains_key(WAITING)
-        {
+        if !m.contains_key(POOL_SIZE) && !m.contains_key(CHECKED_OUT) && !m.contains_key(WAITING) {
             continue; // only breaker/timeout series for this label: not a pool
         }
         let need = |metric: &'static str| {
-            m.get(metric)
-                .copied()
-                .ok_or_else(|| CollectError::Missing { metric, database: database.clone() })
+            m.get(metric).copied().ok_or_else(|| CollectError::Missing {
+                metric,
+                database: database.clone(),
+            })
         };
         pools.push(PoolMetrics {
             pool_size: need(POOL_SIZE)?,
@@ -167,7 +178,10 @@ fn build(series: BTreeMap<String, BTreeMap<&str, f64>>) -> Result<PodMetrics, Co
         });
     }
     if pools.is_empty() {
-        return Err(CollectError::Missing { metric: POOL_SIZE, database: String::new() });
+        return Err(CollectError::Missing {
+            metric: POOL_SIZE,
+            database: String::new(),
+        });
     }
     Ok(PodMetrics { pools })
 }
@@ -228,7 +242,9 @@ impl Observation {
 
     /// The busiest pool's utilization over the reporting pods; `None` when none reports.
     pub fn utilization(&self) -> Option<f64> {
-        self.reporting_pods().map(PodMetrics::utilization).reduce(f64::max)
+        self.reporting_pods()
+            .map(PodMetrics::utilization)
+            .reduce(f64::max)
     }
 
     /// The busiest pool's demand over the reporting pods; `None` when none reports.
@@ -247,13 +263,19 @@ impl Observation {
 
     /// Some reporting pool has its breaker open.
     pub fn breaker_open(&self) -> bool {
-        self.reporting_pods().flat_map(|p| p.pools.iter()).any(PoolMetrics::breaker_open)
+        self.reporting_pods()
+            .flat_map(|p| p.pools.iter())
+            .any(PoolMetrics::breaker_open)
     }
 
     /// The history sample for this observation taken at `time`; `None` when no pod reports
     /// (missing metrics are never a zero sample).
     pub fn sample(&self, time: Timestamp) -> Option<Sample> {
-        Some(Sample { time, utilization: self.utilization()?, demand: self.demand()? })
+        Some(Sample {
+            time,
+            utilization: self.utilization()?,
+            demand: self.demand()?,
+        })
     }
 }
 
@@ -286,7 +308,10 @@ impl Scraper {
         if !resp.status().is_success() {
             return Err(CollectError::Status(resp.status().as_u16()));
         }
-        let body = resp.text().await.map_err(|e| CollectError::Http(e.without_url()))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| CollectError::Http(e.without_url()))?;
         parse_metrics(&body)
     }
 
@@ -295,8 +320,15 @@ impl Scraper {
         let Some(ip) = pod.ip.as_deref() else {
             return PodScrape::Unreachable("pod has no IP yet".into());
         };
-        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-        match self.scrape_url(&format!("http://{host}:{}", pod.admin_port), token).await {
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        match self
+            .scrape_url(&format!("http://{host}:{}", pod.admin_port), token)
+            .await
+        {
             Ok(m) => PodScrape::Reporting(m),
             Err(e) => {
                 tracing::debug!(pod = %pod.name, error = %e, "metrics scrape failed");
@@ -309,7 +341,9 @@ impl Scraper {
     pub async fn scrape_all(&self, pods: &[PodTarget], token: &str) -> Observation {
         let results =
             futures::future::join_all(pods.iter().map(|p| self.scrape_pod(p, token))).await;
-        Observation { pods: pods.iter().map(|p| p.name.clone()).zip(results).collect() }
+        Observation {
+            pods: pods.iter().map(|p| p.name.clone()).zip(results).collect(),
+        }
     }
 }
 
@@ -375,8 +409,10 @@ struct ApiSeries {
 impl PrometheusSource {
     /// A source for `config`.
     pub fn new(config: PrometheusSourceConfig) -> Result<Self, CollectError> {
-        let client =
-            reqwest::Client::builder().timeout(config.timeout).build().map_err(CollectError::Http)?;
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(CollectError::Http)?;
         Ok(Self { config, client })
     }
 
@@ -395,7 +431,10 @@ impl PrometheusSource {
     async fn query(&self, promql: &str) -> Result<Vec<ApiSeries>, CollectError> {
         let resp = self
             .client
-            .get(format!("{}/api/v1/query", self.config.url.trim_end_matches('/')))
+            .get(format!(
+                "{}/api/v1/query",
+                self.config.url.trim_end_matches('/')
+            ))
             .query(&[("query", promql)])
             .send()
             .await
@@ -403,14 +442,21 @@ impl PrometheusSource {
         if !resp.status().is_success() {
             return Err(CollectError::Status(resp.status().as_u16()));
         }
-        let answer: ApiAnswer =
-            resp.json().await.map_err(|e| CollectError::Http(e.without_url()))?;
+        let answer: ApiAnswer = resp
+            .json()
+            .await
+            .map_err(|e| CollectError::Http(e.without_url()))?;
         if answer.status != "success" {
             return Err(CollectError::Api(answer.error.unwrap_or(answer.status)));
         }
-        let data = answer.data.ok_or_else(|| CollectError::Api("no data".into()))?;
+        let data = answer
+            .data
+            .ok_or_else(|| CollectError::Api("no data".into()))?;
         if data.result_type != "vector" {
-            return Err(CollectError::Api(format!("result type {}", data.result_type)));
+            return Err(CollectError::Api(format!(
+                "result type {}",
+                data.result_type
+            )));
         }
         Ok(data.result)
     }
@@ -425,8 +471,7 @@ impl PrometheusSource {
             TIMEOUTS_TOTAL,
             BREAKER_STATE,
         ];
-        let mut per_pod: BTreeMap<String, BTreeMap<String, BTreeMap<&str, f64>>> =
-            BTreeMap::new();
+        let mut per_pod: BTreeMap<String, BTreeMap<String, BTreeMap<&str, f64>>> = BTreeMap::new();
         for metric in metrics {
             let result = match self.query(&self.query_for(metric, namespace, pods)).await {
                 Ok(r) => r,
@@ -441,13 +486,22 @@ impl PrometheusSource {
                 }
             };
             for s in result {
-                let Some(pod) = s.metric.get(&self.config.pod_label) else { continue };
-                let Ok(v) = s.value.1.parse::<f64>() else { continue };
+                let Some(pod) = s.metric.get(&self.config.pod_label) else {
+                    continue;
+                };
+                let Ok(v) = s.value.1.parse::<f64>() else {
+                    continue;
+                };
                 if !v.is_finite() {
                     continue;
                 }
                 let db = s.metric.get("database").cloned().unwrap_or_default();
-                per_pod.entry(pod.clone()).or_default().entry(db).or_default().insert(metric, v);
+                per_pod
+                    .entry(pod.clone())
+                    .or_default()
+                    .entry(db)
+                    .or_default()
+                    .insert(metric, v);
             }
         }
         let pods = pods

@@ -98,7 +98,10 @@ impl<'a> DecisionInput<'a> {
     ) -> Self {
         let status = policy.status.as_ref();
         let current = status.and_then(|s| {
-            Some(Sizing { pool_size: s.pool_size?, max_overflow: s.max_overflow? })
+            Some(Sizing {
+                pool_size: s.pool_size?,
+                max_overflow: s.max_overflow?,
+            })
         });
         let time = |t: Option<&String>| t.and_then(|t| t.parse::<Timestamp>().ok());
         Self {
@@ -171,11 +174,22 @@ impl Decision {
 pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let a = input.autoscaling;
     if !a.enabled {
-        let sizing =
-            Sizing { pool_size: input.pool.pool_size, max_overflow: input.pool.max_overflow };
+        let sizing = Sizing {
+            pool_size: input.pool.pool_size,
+            max_overflow: input.pool.max_overflow,
+        };
         let changed = input.current != Some(sizing);
-        let reason = if changed { reasons::SPEC_CHANGED } else { reasons::RECONCILED };
-        return explicit(input, sizing, reason, "autoscaling is disabled: pool as in the spec");
+        let reason = if changed {
+            reasons::SPEC_CHANGED
+        } else {
+            reasons::RECONCILED
+        };
+        return explicit(
+            input,
+            sizing,
+            reason,
+            "autoscaling is disabled: pool as in the spec",
+        );
     }
     let Some(current) = input.current else {
         let (pool, why) = match a.concurrent_users {
@@ -183,15 +197,22 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
                 pool_size_for_users(users),
                 format!("initial size from {users} concurrent users (× 1.5)"),
             ),
-            None => (input.pool.pool_size, "initial size from spec.pool.poolSize".to_string()),
+            None => (
+                input.pool.pool_size,
+                "initial size from spec.pool.poolSize".to_string(),
+            ),
         };
         let mut d = finish(input, pool, reasons::INITIAL_SIZING, why, false);
         d.changed = true;
         return d;
     };
     if input.paused {
-        let mut d =
-            explicit(input, current, reasons::PAUSED, "scaling is paused by annotation");
+        let mut d = explicit(
+            input,
+            current,
+            reasons::PAUSED,
+            "scaling is paused by annotation",
+        );
         d.held = true;
         return d;
     }
@@ -234,7 +255,13 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         // A scale-up adds at least one review step: it counts as a due review too, so the
         // review does not add another step right after it.
         let reviewed = review_avg.is_some();
-        return finish(input, target, reasons::SUSTAINED_HIGH_UTILIZATION, why, reviewed);
+        return finish(
+            input,
+            target,
+            reasons::SUSTAINED_HIGH_UTILIZATION,
+            why,
+            reviewed,
+        );
     }
 
     if let Some(avg) = review_avg {
@@ -250,14 +277,17 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 
     let stab = i64::from(down.stabilization_seconds);
     let quiet_since_change = since.is_none_or(|t| now.as_second() - t.as_second() >= stab);
-    if quiet_since_change
-        && h.sustained(Threshold::Below(down.utilization_below), stab, now, since)
+    if quiet_since_change && h.sustained(Threshold::Below(down.utilization_below), stab, now, since)
     {
         let window = stab.max(h.max_gap());
         let peak = h.peak_demand(window, now).unwrap_or(0);
         // Keep the peak demand at or below the midpoint between the thresholds.
         let mid = (up.utilization_above + down.utilization_below) / 2.0;
-        let keep = if mid > 0.0 { (f64::from(peak) / mid).ceil() as u32 } else { cur };
+        let keep = if mid > 0.0 {
+            (f64::from(peak) / mid).ceil() as u32
+        } else {
+            cur
+        };
         let target = cur.saturating_sub(down.step).max(keep).max(1);
         if target < cur {
             let why = format!(
@@ -265,10 +295,22 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
                 down.utilization_below * 100.0,
                 down.stabilization_seconds
             );
-            return finish(input, target, reasons::SUSTAINED_LOW_UTILIZATION, why, false);
+            return finish(
+                input,
+                target,
+                reasons::SUSTAINED_LOW_UTILIZATION,
+                why,
+                false,
+            );
         }
     }
-    finish(input, cur, reasons::RECONCILED, format!("pool stays at {cur}"), false)
+    finish(
+        input,
+        cur,
+        reasons::RECONCILED,
+        format!("pool stays at {cur}"),
+        false,
+    )
 }
 
 /// Autoscaled result: clamp to [min, max], overflow by formula, fit into the budget.
@@ -307,7 +349,13 @@ fn finish(
         }
         (None, None) => {
             budget_unknown = true;
-            (Sizing { pool_size: pool, max_overflow: max_overflow_for_pool(pool) }, false)
+            (
+                Sizing {
+                    pool_size: pool,
+                    max_overflow: max_overflow_for_pool(pool),
+                },
+                false,
+            )
         }
     };
     if budget_limited {
@@ -394,11 +442,29 @@ fn explicit(
 pub fn fit(pool: u32, limit: u32) -> (Sizing, bool) {
     let overflow = max_overflow_for_pool(pool);
     if pool.saturating_add(overflow) <= limit {
-        (Sizing { pool_size: pool, max_overflow: overflow }, false)
+        (
+            Sizing {
+                pool_size: pool,
+                max_overflow: overflow,
+            },
+            false,
+        )
     } else if pool <= limit {
-        (Sizing { pool_size: pool, max_overflow: limit - pool }, true)
+        (
+            Sizing {
+                pool_size: pool,
+                max_overflow: limit - pool,
+            },
+            true,
+        )
     } else {
-        (Sizing { pool_size: limit, max_overflow: 0 }, true)
+        (
+            Sizing {
+                pool_size: limit,
+                max_overflow: 0,
+            },
+            true,
+        )
     }
 }
 
@@ -444,7 +510,10 @@ pub fn evaluate_alerts(
     } else if check(&alerting.warning) {
         (AlertLevel::Warning, &alerting.warning)
     } else {
-        return Alert { level: AlertLevel::None, message: "pool utilization normal".into() };
+        return Alert {
+            level: AlertLevel::None,
+            message: "pool utilization normal".into(),
+        };
     };
     Alert {
         level,

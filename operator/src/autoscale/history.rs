@@ -236,7 +236,10 @@ impl History {
         if self.recent.last().is_some_and(|l| sample.time <= l.time) {
             return;
         }
-        let sample = Sample { utilization: finite(sample.utilization), ..sample };
+        let sample = Sample {
+            utilization: finite(sample.utilization),
+            ..sample
+        };
         self.recent.push(sample);
         let cutoff = sample.time.as_second() - RECENT_HORIZON_SECS;
         self.recent.retain(|s| s.time.as_second() >= cutoff);
@@ -278,7 +281,11 @@ impl History {
                 d.average = (d.average * n + sample.utilization) / (n + 1.0);
                 d.samples += 1;
             }
-            _ => self.days.push(DayBucket { day, average: sample.utilization, samples: 1 }),
+            _ => self.days.push(DayBucket {
+                day,
+                average: sample.utilization,
+                samples: 1,
+            }),
         }
         let keep = keep_days as usize + 1;
         if self.days.len() > keep {
@@ -314,7 +321,10 @@ impl History {
             .iter()
             .filter(|m| m.start.as_second() + 60 > from && m.start.as_second() <= to)
             .fold((0.0, 0u64), |(sum, n), m| {
-                (sum + m.average * f64::from(m.samples), n + u64::from(m.samples))
+                (
+                    sum + m.average * f64::from(m.samples),
+                    n + u64::from(m.samples),
+                )
             });
         (n > 0).then(|| sum / n as f64)
     }
@@ -329,7 +339,11 @@ impl History {
             .filter(|s| (from + 1..=to).contains(&s.time.as_second()))
             .map(|s| s.demand)
             .max();
-        let oldest_raw = self.recent.first().map(|s| s.time.as_second()).unwrap_or(i64::MAX);
+        let oldest_raw = self
+            .recent
+            .first()
+            .map(|s| s.time.as_second())
+            .unwrap_or(i64::MAX);
         let buckets = self
             .minutes
             .iter()
@@ -414,7 +428,9 @@ impl History {
     /// count).
     pub fn review_average(&self, window_days: u32, now: Timestamp) -> Option<f64> {
         let today = utc_day(now);
-        let first = today.checked_sub(jiff::Span::new().days(i64::from(window_days))).ok()?;
+        let first = today
+            .checked_sub(jiff::Span::new().days(i64::from(window_days)))
+            .ok()?;
         let oldest = self.days.first()?.day;
         if oldest > first {
             return None;
@@ -424,7 +440,10 @@ impl History {
             .iter()
             .filter(|d| d.day >= first && d.day < today)
             .fold((0.0, 0u64), |(sum, n), d| {
-                (sum + d.average * f64::from(d.samples), n + u64::from(d.samples))
+                (
+                    sum + d.average * f64::from(d.samples),
+                    n + u64::from(d.samples),
+                )
             });
         (n > 0).then(|| sum / n as f64)
     }

@@ -50,7 +50,10 @@ impl AutoscaleMetrics {
                 ),
                 &["namespace", "policy", "reason"],
             )?,
-            pool_size: gauge("poolwarden_operator_pool_size", "Current pool_size per sidecar")?,
+            pool_size: gauge(
+                "poolwarden_operator_pool_size",
+                "Current pool_size per sidecar",
+            )?,
             max_overflow: gauge(
                 "poolwarden_operator_max_overflow",
                 "Current max_overflow per sidecar",
@@ -102,11 +105,19 @@ impl AutoscaleMetrics {
     ) {
         let l = [namespace, policy];
         if decision.changed {
-            self.scale_decisions.with_label_values(&[namespace, policy, decision.reason]).inc();
+            self.scale_decisions
+                .with_label_values(&[namespace, policy, decision.reason])
+                .inc();
         }
-        self.pool_size.with_label_values(&l).set(i64::from(decision.sizing.pool_size));
-        self.max_overflow.with_label_values(&l).set(i64::from(decision.sizing.max_overflow));
-        self.budget_limited.with_label_values(&l).set(i64::from(decision.budget_limited));
+        self.pool_size
+            .with_label_values(&l)
+            .set(i64::from(decision.sizing.pool_size));
+        self.max_overflow
+            .with_label_values(&l)
+            .set(i64::from(decision.sizing.max_overflow));
+        self.budget_limited
+            .with_label_values(&l)
+            .set(i64::from(decision.budget_limited));
         match per_pod_limit {
             Some(b) => self.budget_per_pod.with_label_values(&l).set(i64::from(b)),
             None => {
@@ -119,7 +130,9 @@ impl AutoscaleMetrics {
                 let _ = self.utilization.remove_label_values(&l);
             }
         }
-        self.pods_unreachable.with_label_values(&l).set(i64::from(pods_unreachable));
+        self.pods_unreachable
+            .with_label_values(&l)
+            .set(i64::from(pods_unreachable));
     }
 
     /// Drops every series of a deleted policy (the decision counter keeps its history).
@@ -142,7 +155,10 @@ mod tests {
 
     fn decision(changed: bool, reason: &'static str, pool: u32) -> Decision {
         Decision {
-            sizing: Sizing { pool_size: pool, max_overflow: pool.div_ceil(2) },
+            sizing: Sizing {
+                pool_size: pool,
+                max_overflow: pool.div_ceil(2),
+            },
             reason,
             message: String::new(),
             changed,
@@ -161,24 +177,51 @@ mod tests {
         let m = AutoscaleMetrics::new().unwrap();
         let registry = Registry::new();
         m.register(&registry).unwrap();
-        m.observe("clinical", "backend", &decision(true, "SustainedHighUtilization", 30), Some(47), Some(0.7), 1);
-        m.observe("clinical", "backend", &decision(false, "Reconciled", 30), Some(47), None, 0);
+        m.observe(
+            "clinical",
+            "backend",
+            &decision(true, "SustainedHighUtilization", 30),
+            Some(47),
+            Some(0.7),
+            1,
+        );
+        m.observe(
+            "clinical",
+            "backend",
+            &decision(false, "Reconciled", 30),
+            Some(47),
+            None,
+            0,
+        );
         let mut out = Vec::new();
-        TextEncoder::new().encode(&registry.gather(), &mut out).unwrap();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains(
             "poolwarden_operator_scale_decisions_total{namespace=\"clinical\",policy=\"backend\",reason=\"SustainedHighUtilization\"} 1"
         ), "{text}");
         assert!(!text.contains("reason=\"Reconciled\""), "{text}");
-        assert!(text.contains("poolwarden_operator_pool_size{namespace=\"clinical\",policy=\"backend\"} 30"));
-        assert!(text.contains("poolwarden_operator_max_overflow{namespace=\"clinical\",policy=\"backend\"} 15"));
+        assert!(text.contains(
+            "poolwarden_operator_pool_size{namespace=\"clinical\",policy=\"backend\"} 30"
+        ));
+        assert!(text.contains(
+            "poolwarden_operator_max_overflow{namespace=\"clinical\",policy=\"backend\"} 15"
+        ));
         assert!(text.contains("poolwarden_operator_connection_budget_per_pod{namespace=\"clinical\",policy=\"backend\"} 47"));
-        assert!(text.contains("poolwarden_operator_pods_unreachable{namespace=\"clinical\",policy=\"backend\"} 0"));
+        assert!(text.contains(
+            "poolwarden_operator_pods_unreachable{namespace=\"clinical\",policy=\"backend\"} 0"
+        ));
         // No pod reported on the last pass: no stale utilization.
-        assert!(!text.contains("poolwarden_operator_pool_utilization_ratio{"), "{text}");
+        assert!(
+            !text.contains("poolwarden_operator_pool_utilization_ratio{"),
+            "{text}"
+        );
         m.forget("clinical", "backend");
         let mut out = Vec::new();
-        TextEncoder::new().encode(&registry.gather(), &mut out).unwrap();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("poolwarden_operator_pool_size{"), "{text}");
     }

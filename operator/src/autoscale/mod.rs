@@ -68,7 +68,10 @@ pub fn record(
     }
     history.write_status(status);
     status.utilization = Some(UtilizationStatus {
-        current: history.is_fresh(now).then(|| history.latest().map(|s| s.utilization)).flatten(),
+        current: history
+            .is_fresh(now)
+            .then(|| history.latest().map(|s| s.utilization))
+            .flatten(),
         avg5m: history.average(5 * 60, now),
         avg1h: history.average(60 * 60, now),
         avg30d: history.review_average(review_window_days, now),

@@ -84,12 +84,33 @@ fn parses_realistic_exposition_text() {
 
 #[test]
 fn a_missing_required_series_is_an_error_not_zero() {
-    let without_waiting: String =
-        EXPOSITION.lines().filter(|l| !l.contains("waiting_clients")).map(|l| format!("{l}\n")).collect();
+    let without_waiting: String = EXPOSITION
+        .lines()
+        .filter(|l| !l.contains("waiting_clients"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let err = parse_metrics(&without_waiting).unwrap_err();
-    assert!(matches!(err, CollectError::Missing { metric: WAITING, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CollectError::Missing {
+                metric: WAITING,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = parse_metrics("# nothing here\nsome_other_metric 1\n").unwrap_err();
-    assert!(matches!(err, CollectError::Missing { metric: POOL_SIZE, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CollectError::Missing {
+                metric: POOL_SIZE,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(parse_metrics("").is_err());
 }
 
@@ -107,7 +128,10 @@ fn observation_aggregates_and_never_counts_unreachable_pods_as_zero() {
     let obs = Observation {
         pods: vec![
             ("a".into(), PodScrape::Reporting(busy)),
-            ("b".into(), PodScrape::Unreachable("connection refused".into())),
+            (
+                "b".into(),
+                PodScrape::Unreachable("connection refused".into()),
+            ),
             ("c".into(), PodScrape::Reporting(idle)),
         ],
     };
@@ -129,7 +153,11 @@ fn observation_aggregates_and_never_counts_unreachable_pods_as_zero() {
     };
     assert_eq!(none.reporting(), 0);
     assert_eq!(none.utilization(), None);
-    assert_eq!(none.sample(jiff::Timestamp::UNIX_EPOCH), None, "no pod: no sample, never zero");
+    assert_eq!(
+        none.sample(jiff::Timestamp::UNIX_EPOCH),
+        None,
+        "no pod: no sample, never zero"
+    );
 }
 
 const TOKEN: &str = "test-admin-token-7f3a";
@@ -144,7 +172,9 @@ async fn serve(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
         }
         (StatusCode::OK, body.to_string())
     }
-    let app = Router::new().route("/api/metrics", get(metrics)).with_state(body);
+    let app = Router::new()
+        .route("/api/metrics", get(metrics))
+        .with_state(body);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -179,10 +209,26 @@ async fn scrape_all_reports_unreachable_pods_by_name() {
     let (bad_base, bad_server) = serve("not prometheus at all {{{\n").await;
     let bad_port: u16 = bad_base.rsplit(':').next().unwrap().parse().unwrap();
     let pods = vec![
-        PodTarget { name: "web-1".into(), ip: Some("127.0.0.1".into()), admin_port: port },
-        PodTarget { name: "web-2".into(), ip: Some("127.0.0.1".into()), admin_port: dead },
-        PodTarget { name: "web-3".into(), ip: None, admin_port: port },
-        PodTarget { name: "web-4".into(), ip: Some("127.0.0.1".into()), admin_port: bad_port },
+        PodTarget {
+            name: "web-1".into(),
+            ip: Some("127.0.0.1".into()),
+            admin_port: port,
+        },
+        PodTarget {
+            name: "web-2".into(),
+            ip: Some("127.0.0.1".into()),
+            admin_port: dead,
+        },
+        PodTarget {
+            name: "web-3".into(),
+            ip: None,
+            admin_port: port,
+        },
+        PodTarget {
+            name: "web-4".into(),
+            ip: Some("127.0.0.1".into()),
+            admin_port: bad_port,
+        },
     ];
     let scraper = Scraper::new(Duration::from_secs(5)).unwrap();
     let obs = scraper.scrape_all(&pods, TOKEN).await;
@@ -210,7 +256,11 @@ async fn serve_prometheus(
         Query(q): Query<HashMap<String, String>>,
     ) -> axum::Json<serde_json::Value> {
         // Pod names arrive regex-escaped (`web-4\\.x`); compare them unescaped.
-        let promql = q.get("query").cloned().unwrap_or_default().replace('\\', "");
+        let promql = q
+            .get("query")
+            .cloned()
+            .unwrap_or_default()
+            .replace('\\', "");
         let result: Vec<_> = rows
             .iter()
             .filter(|(m, pod, _, _)| {
@@ -225,8 +275,9 @@ async fn serve_prometheus(
             "data": {"resultType": "vector", "result": result}
         }))
     }
-    let app =
-        Router::new().route("/api/v1/query", get(query)).with_state(Arc::new(rows) as Rows);
+    let app = Router::new()
+        .route("/api/v1/query", get(query))
+        .with_state(Arc::new(rows) as Rows);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -250,7 +301,9 @@ async fn prometheus_api_source() {
     ];
     let (url, server) = serve_prometheus(rows).await;
     let source = PrometheusSource::new(PrometheusSourceConfig::new(url)).unwrap();
-    let pods: Vec<String> = ["web-1", "web-2", "web-3", "web-4.x"].map(String::from).into();
+    let pods: Vec<String> = ["web-1", "web-2", "web-3", "web-4.x"]
+        .map(String::from)
+        .into();
     let q = source.query_for(POOL_SIZE, "clinical", &pods);
     assert_eq!(
         q,
@@ -265,9 +318,10 @@ async fn prometheus_api_source() {
 
     // Prometheus down: every pod unreachable.
     let dead = closed_port().await;
-    let source =
-        PrometheusSource::new(PrometheusSourceConfig::new(format!("http://127.0.0.1:{dead}")))
-            .unwrap();
+    let source = PrometheusSource::new(PrometheusSourceConfig::new(format!(
+        "http://127.0.0.1:{dead}"
+    )))
+    .unwrap();
     let obs = source.observe("clinical", &pods).await;
     assert_eq!(obs.reporting(), 0);
     assert_eq!(obs.unreachable().len(), 4);

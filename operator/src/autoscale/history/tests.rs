@@ -6,7 +6,11 @@ fn t(secs: i64) -> Timestamp {
 }
 
 fn s(secs: i64, utilization: f64, demand: u32) -> Sample {
-    Sample { time: t(secs), utilization, demand }
+    Sample {
+        time: t(secs),
+        utilization,
+        demand,
+    }
 }
 
 /// Samples every `every` seconds over [from, to] with a constant value.
@@ -46,7 +50,10 @@ fn minute_buckets_aggregate_and_are_bounded() {
     h.add(s(60, 0.9, 1), 30);
     let m = h.minutes();
     assert_eq!(m.len(), 2);
-    assert_eq!((m[0].min, m[0].max, m[0].max_demand, m[0].samples), (0.2, 0.6, 9, 3));
+    assert_eq!(
+        (m[0].min, m[0].max, m[0].max_demand, m[0].samples),
+        (0.2, 0.6, 9, 3)
+    );
     assert!((m[0].average - 0.4).abs() < 1e-12);
     assert_eq!(m[1].start, t(60));
     let mut h = History::new();
@@ -76,9 +83,16 @@ fn averages_over_windows() {
     assert!((avg5 - 0.8).abs() < 1e-9, "{avg5}");
     let avg1h = h.average(3600, now).unwrap();
     // 220 samples at 0.2 and 20 at 0.8.
-    assert!((avg1h - (220.0 * 0.2 + 20.0 * 0.8) / 240.0).abs() < 1e-9, "{avg1h}");
+    assert!(
+        (avg1h - (220.0 * 0.2 + 20.0 * 0.8) / 240.0).abs() < 1e-9,
+        "{avg1h}"
+    );
     assert_eq!(History::new().average(300, now), None);
-    assert_eq!(h.average(300, t(10 * 3600)), None, "nothing in a window far ahead");
+    assert_eq!(
+        h.average(300, t(10 * 3600)),
+        None,
+        "nothing in a window far ahead"
+    );
     assert_eq!(h.peak_demand(300, now), Some(8));
     assert_eq!(h.peak_demand(3600, now), Some(8));
     assert_eq!(h.peak_demand(30, t(3300)), Some(2));

@@ -7,33 +7,56 @@ use proptest::prelude::*;
 
 fn arb_spec() -> impl Strategy<Value = AutoscalingSpec> {
     (
-        (1u32..20, 0u32..80, any::<bool>(), proptest::option::of(1u32..200)),
+        (
+            1u32..20,
+            0u32..80,
+            any::<bool>(),
+            proptest::option::of(1u32..200),
+        ),
         (0.5f64..0.95, 0u32..180, 1u32..10),
         (0.05f64..0.45, 0u32..5400, 1u32..10),
         (1u32..40, 0.3f64..0.9),
     )
-        .prop_map(|((min, span, enabled, users), (up, up_secs, rstep), (down, stab, dstep), (days, rabove))| {
-            AutoscalingSpec {
-                enabled,
-                concurrent_users: users,
-                min_pool_size: min,
-                max_pool_size: min + span,
-                scale_up: ScaleUpSpec { utilization_above: up, sustained_seconds: up_secs },
-                review: ReviewSpec { utilization_above: rabove, window_days: days, step: rstep },
-                scale_down: ScaleDownSpec {
-                    utilization_below: down,
-                    stabilization_seconds: stab,
-                    step: dstep,
-                },
-                ..AutoscalingSpec::default()
-            }
-        })
+        .prop_map(
+            |(
+                (min, span, enabled, users),
+                (up, up_secs, rstep),
+                (down, stab, dstep),
+                (days, rabove),
+            )| {
+                AutoscalingSpec {
+                    enabled,
+                    concurrent_users: users,
+                    min_pool_size: min,
+                    max_pool_size: min + span,
+                    scale_up: ScaleUpSpec {
+                        utilization_above: up,
+                        sustained_seconds: up_secs,
+                    },
+                    review: ReviewSpec {
+                        utilization_above: rabove,
+                        window_days: days,
+                        step: rstep,
+                    },
+                    scale_down: ScaleDownSpec {
+                        utilization_below: down,
+                        stabilization_seconds: stab,
+                        step: dstep,
+                    },
+                    ..AutoscalingSpec::default()
+                }
+            },
+        )
 }
 
 /// (utilization, demand, seconds since the previous sample) samples.
 fn arb_trace() -> impl Strategy<Value = Vec<(f64, u32, i64)>> {
     proptest::collection::vec(
-        (0.0f64..1.6, 0u32..150, prop_oneof![8 => Just(15i64), 1 => 1i64..400, 1 => Just(86_400i64)]),
+        (
+            0.0f64..1.6,
+            0u32..150,
+            prop_oneof![8 => Just(15i64), 1 => 1i64..400, 1 => Just(86_400i64)],
+        ),
         0..400,
     )
 }
@@ -43,7 +66,14 @@ fn build(trace: &[(f64, u32, i64)]) -> (History, i64) {
     let mut x = 0;
     for &(u, d, gap) in trace {
         x += gap;
-        h.add(Sample { time: t(x), utilization: u, demand: d }, 30);
+        h.add(
+            Sample {
+                time: t(x),
+                utilization: u,
+                demand: d,
+            },
+            30,
+        );
     }
     (h, x)
 }

@@ -41,7 +41,14 @@ impl Sim {
         if let Some(cur) = self.current {
             let out = demand.min(cur.total());
             let u = f64::from(out) / f64::from(cur.pool_size.max(1));
-            self.h.add(Sample { time: t(self.now), utilization: u, demand }, self.a.review.window_days);
+            self.h.add(
+                Sample {
+                    time: t(self.now),
+                    utilization: u,
+                    demand,
+                },
+                self.a.review.window_days,
+            );
         }
         let d = decide(&DecisionInput {
             autoscaling: &self.a,
@@ -55,14 +62,19 @@ impl Sim {
             last_review_time: self.last_review.map(t),
         });
         if let Some(l) = self.limit {
-            assert!(d.sizing.total() <= l, "t={} {d:?} exceeds budget {l}", self.now);
+            assert!(
+                d.sizing.total() <= l,
+                "t={} {d:?} exceeds budget {l}",
+                self.now
+            );
         }
         assert!(d.sizing.pool_size <= self.a.max_pool_size);
         self.budget_limited_seen |= d.budget_limited;
         if let Some(cur) = self.current
             && cur.pool_size != d.sizing.pool_size
         {
-            self.changes.push((self.now, cur.pool_size, d.sizing.pool_size, d.reason));
+            self.changes
+                .push((self.now, cur.pool_size, d.sizing.pool_size, d.reason));
         }
         if d.changed {
             self.last_scale = Some(self.now);
@@ -102,7 +114,10 @@ impl Sim {
 }
 
 fn hospital() -> AutoscalingSpec {
-    AutoscalingSpec { enabled: true, ..AutoscalingSpec::default() }
+    AutoscalingSpec {
+        enabled: true,
+        ..AutoscalingSpec::default()
+    }
 }
 
 const H: i64 = 3600;
@@ -112,15 +127,26 @@ fn quiet_night_shrinks_one_step_per_hour_to_min() {
     let mut sim = Sim::new(hospital(), Some(87), 15);
     sim.run(10 * H, |_| 2);
     assert_eq!(sim.pool_size(), 5);
-    assert!(sim.changes.iter().all(|c| c.2 < c.1 && c.3 == reasons::SUSTAINED_LOW_UTILIZATION));
-    assert_eq!(sim.changes.iter().map(|c| c.2).collect::<Vec<_>>(), vec![15, 10, 5]);
+    assert!(
+        sim.changes
+            .iter()
+            .all(|c| c.2 < c.1 && c.3 == reasons::SUSTAINED_LOW_UTILIZATION)
+    );
+    assert_eq!(
+        sim.changes.iter().map(|c| c.2).collect::<Vec<_>>(),
+        vec![15, 10, 5]
+    );
     for w in sim.changes.windows(2) {
         assert!(w[1].0 - w[0].0 >= H, "{:?}", sim.changes);
     }
     // The first shrink after one hour of quiet since the initial sizing at t=0, late by at
     // most a minute: beyond the raw 10 minutes the history is per minute, and the minute in
     // which the size last changed never counts.
-    assert!((H..=H + 60).contains(&sim.changes[0].0), "{:?}", sim.changes);
+    assert!(
+        (H..=H + 60).contains(&sim.changes[0].0),
+        "{:?}",
+        sim.changes
+    );
     sim.assert_no_oscillation();
 }
 
@@ -135,9 +161,18 @@ fn ward_round_spike_is_met_within_one_interval_after_the_sustain_window() {
     sim.run(45 * 60, |_| 28);
     let first_up = sim.changes[0];
     assert_eq!(first_up.3, reasons::SUSTAINED_HIGH_UTILIZATION);
-    assert!(first_up.0 <= spike + 60 + 15, "met at {} (spike at {spike})", first_up.0);
+    assert!(
+        first_up.0 <= spike + 60 + 15,
+        "met at {} (spike at {spike})",
+        first_up.0
+    );
     assert!(first_up.2 >= 42, "to at least demand × 1.5: {first_up:?}");
-    assert_eq!(sim.changes.len(), 1, "one decisive step, no staircase: {:?}", sim.changes);
+    assert_eq!(
+        sim.changes.len(),
+        1,
+        "one decisive step, no staircase: {:?}",
+        sim.changes
+    );
     // Back to normal: shrinks only after an hour of quiet, one step at a time.
     sim.run(6 * H, |_| 10);
     let downs: Vec<_> = sim.changes[1..].to_vec();
@@ -174,15 +209,24 @@ fn slow_month_long_growth_triggers_exactly_one_review() {
     // above 80 % or below 30 % of a 20-pool, but above 60 % on average over the month.
     let mut sim = Sim::new(hospital(), Some(87), 60);
     let month = 30 * 86_400;
-    sim.run(31 * 86_400, |x| 10 + (55 * x.min(month) / month / 10) as u32);
-    let reviews: Vec<_> =
-        sim.changes.iter().filter(|c| c.3 == reasons::MONTHLY_REVIEW).collect();
+    sim.run(31 * 86_400, |x| {
+        10 + (55 * x.min(month) / month / 10) as u32
+    });
+    let reviews: Vec<_> = sim
+        .changes
+        .iter()
+        .filter(|c| c.3 == reasons::MONTHLY_REVIEW)
+        .collect();
     assert_eq!(reviews.len(), 1, "{:?}", sim.changes);
     let (when, from, to, _) = *reviews[0];
     assert_eq!((from, to), (20, 25));
     // The first day with a complete 30-day window, right at its start.
     assert!((month..month + 120).contains(&when), "{when}");
-    assert!(sim.changes.iter().all(|c| c.3 == reasons::MONTHLY_REVIEW), "{:?}", sim.changes);
+    assert!(
+        sim.changes.iter().all(|c| c.3 == reasons::MONTHLY_REVIEW),
+        "{:?}",
+        sim.changes
+    );
     assert_eq!(sim.last_review, Some(when));
 }
 
@@ -213,5 +257,9 @@ fn scrape_outage_holds_then_resumes() {
     // Back with high load: the gap does not count, a fresh 60 s run is needed.
     let back = sim.now;
     sim.run(5 * 60, |_| 25);
-    assert!(sim.changes[0].0 >= back + 60 && sim.changes[0].0 <= back + 75, "{:?}", sim.changes);
+    assert!(
+        sim.changes[0].0 >= back + 60 && sim.changes[0].0 <= back + 75,
+        "{:?}",
+        sim.changes
+    );
 }
