@@ -13,3 +13,4 @@
 
 pub mod autoscale;
 pub mod budget;
+pub mod webhook;
