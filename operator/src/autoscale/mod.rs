@@ -85,3 +85,142 @@ pub fn record(
     }
     entry
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolwarden_crds::conditions::reasons;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_793_491_200 + secs).unwrap()
+    }
+
+    fn decision(pool: u32, changed: bool, reason: &'static str) -> Decision {
+        Decision {
+            sizing: Sizing {
+                pool_size: pool,
+                max_overflow: pool.div_ceil(2),
+            },
+            reason,
+            message: String::new(),
+            changed,
+            budget_limited: false,
+            over_budget: false,
+            at_max: false,
+            at_min: false,
+            held: false,
+            reviewed: reason == reasons::MONTHLY_REVIEW,
+            budget_unknown: false,
+        }
+    }
+
+    #[test]
+    fn record_writes_the_capacity_change_log() {
+        let mut status = DbPoolPolicyStatus::default();
+        let mut h = History::new();
+        for k in 0..=20 {
+            h.add(
+                Sample {
+                    time: t(k * 15),
+                    utilization: 0.9,
+                    demand: 18,
+                },
+                30,
+            );
+        }
+        let obs = Observation {
+            pods: vec![
+                ("a".into(), PodScrape::Unreachable("refused".into())),
+                (
+                    "b".into(),
+                    PodScrape::Reporting(collect::PodMetrics::default()),
+                ),
+            ],
+        };
+        let e = record(
+            &mut status,
+            &decision(20, true, reasons::INITIAL_SIZING),
+            &h,
+            None,
+            30,
+            t(0),
+        );
+        assert_eq!(e.unwrap().from_pool_size, 0);
+        let e = record(
+            &mut status,
+            &decision(27, true, reasons::SUSTAINED_HIGH_UTILIZATION),
+            &h,
+            Some(&obs),
+            30,
+            t(300),
+        )
+        .unwrap();
+        assert_eq!((e.from_pool_size, e.to_pool_size), (20, 27));
+        assert_eq!(e.reason, "SustainedHighUtilization");
+        assert_eq!(e.time, "2026-11-01T00:05:00Z");
+        assert_eq!(
+            (status.pool_size, status.max_overflow),
+            (Some(27), Some(14))
+        );
+        assert_eq!(
+            status.last_scale_time.as_deref(),
+            Some("2026-11-01T00:05:00Z")
+        );
+        assert_eq!(status.last_review_time, None);
+        let pods = status.pods.clone().unwrap();
+        assert_eq!(
+            (pods.matched, pods.reporting, pods.unreachable),
+            (2, 1, vec!["a".into()])
+        );
+        let u = status.utilization.clone().unwrap();
+        assert_eq!(u.current, Some(0.9));
+        assert!((u.avg5m.unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(u.avg30d, None, "no full review window yet");
+        assert_eq!(status.recent_utilization.len(), 21);
+        // A hold writes no entry and keeps lastScaleTime.
+        assert!(
+            record(
+                &mut status,
+                &decision(27, false, reasons::RECONCILED),
+                &h,
+                None,
+                30,
+                t(315)
+            )
+            .is_none()
+        );
+        assert_eq!(status.history.len(), 2);
+        assert_eq!(
+            status.last_scale_time.as_deref(),
+            Some("2026-11-01T00:05:00Z")
+        );
+        // The review stamps its time; the log keeps the newest MAX_HISTORY entries.
+        record(
+            &mut status,
+            &decision(32, true, reasons::MONTHLY_REVIEW),
+            &h,
+            None,
+            30,
+            t(330),
+        );
+        assert_eq!(
+            status.last_review_time.as_deref(),
+            Some("2026-11-01T00:05:30Z")
+        );
+        for k in 0..30 {
+            record(
+                &mut status,
+                &decision(33 + k, true, reasons::SPEC_CHANGED),
+                &h,
+                None,
+                30,
+                t(400 + i64::from(k)),
+            );
+        }
+        assert_eq!(status.history.len(), MAX_HISTORY);
+        assert_eq!(status.history.last().unwrap().to_pool_size, 62);
+        // It all survives a restart: the history reads back from the status.
+        let back = History::from_status(&status);
+        assert_eq!(back.recent().len(), h.recent().len());
+    }
+}
