@@ -13,6 +13,8 @@
 use poolwarden_crds::{ConnectionBudgetSpec, ConnectionBudgetStatus};
 use sqlx::{Connection, PgConnection};
 
+pub mod replicas;
+
 /// The two server settings the budget depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatabaseLimits {
@@ -72,6 +74,19 @@ impl Budget {
             replicas: Some(self.replicas),
         }
     }
+}
+
+/// The tightest budget over the database servers of a policy: `(limits, pools of the policy
+/// on that server)` per server. `None` for no server.
+pub fn tightest_budget(
+    servers: &[(DatabaseLimits, u32)],
+    reserved_connections: u32,
+    replicas: u32,
+) -> Option<Budget> {
+    servers
+        .iter()
+        .map(|&(limits, pools)| Budget::new(limits, reserved_connections, replicas, pools))
+        .min_by_key(|b| b.per_pod_limit)
 }
 
 /// `(max_connections − superuser_reserved − reserved) ÷ replicas`, rounded down, never
@@ -212,6 +227,25 @@ mod tests {
             (200, 13, 23)
         );
         assert_eq!(s.replicas, Some(4));
+    }
+
+    #[test]
+    fn the_tightest_server_wins() {
+        let big = DatabaseLimits {
+            max_connections: 500,
+            superuser_reserved_connections: 3,
+        };
+        let small = DatabaseLimits {
+            max_connections: 100,
+            superuser_reserved_connections: 3,
+        };
+        // Two pools on the small server share it: 87 / (2 × 2) = 21.
+        let b = tightest_budget(&[(big, 1), (small, 2)], 10, 2).unwrap();
+        assert_eq!(
+            (b.max_connections, b.per_pod_limit, b.pools_per_pod),
+            (100, 21, 2)
+        );
+        assert_eq!(tightest_budget(&[], 10, 2), None);
     }
 
     #[test]
