@@ -10,7 +10,8 @@
 //! The database values come from `SHOW max_connections` / `SHOW superuser_reserved_connections`
 //! ([`read_database_limits`]) unless the spec sets them (spec values override).
 
-use poolwarden_crds::{ConnectionBudgetSpec, ConnectionBudgetStatus};
+use poolwarden_crds::{ConnectionBudgetSpec, ConnectionBudgetStatus, DatabaseSpec, SslMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{Connection, PgConnection};
 
 pub mod replicas;
@@ -148,6 +149,9 @@ pub enum BudgetError {
     /// Connecting or querying failed.
     #[error("reading the database's connection limits failed: {0}")]
     Database(#[source] sqlx::Error),
+    /// The database did not answer within [`READ_TIMEOUT`].
+    #[error("reading the database's connection limits timed out")]
+    Timeout,
     /// A setting was not a number.
     #[error("the database reported {setting} = {value:?}, which is not a number")]
     NotANumber {
@@ -158,20 +162,57 @@ pub enum BudgetError {
     },
 }
 
+/// How long reading the limits may take (connect + two SHOWs).
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects to `url` (a `postgres://` URL) and reads `max_connections` and
-/// `superuser_reserved_connections`. One short-lived connection, closed before returning.
+/// `superuser_reserved_connections`. One short-lived connection, closed before returning;
+/// gives up after [`READ_TIMEOUT`].
 pub async fn read_database_limits(url: &str) -> Result<DatabaseLimits, BudgetError> {
-    let mut conn = PgConnection::connect(url)
-        .await
-        .map_err(BudgetError::Database)?;
-    let max = show(&mut conn, "max_connections").await;
-    let su = show(&mut conn, "superuser_reserved_connections").await;
-    // Closing is best effort: the values are read either way.
-    let _ = conn.close().await;
-    Ok(DatabaseLimits {
-        max_connections: max?,
-        superuser_reserved_connections: su?,
+    let options: PgConnectOptions = url.parse().map_err(BudgetError::Database)?;
+    read_database_limits_with(&options).await
+}
+
+/// As [`read_database_limits`], with connect options built by [`connect_options`].
+pub async fn read_database_limits_with(
+    options: &PgConnectOptions,
+) -> Result<DatabaseLimits, BudgetError> {
+    tokio::time::timeout(READ_TIMEOUT, async {
+        let mut conn = PgConnection::connect_with(options)
+            .await
+            .map_err(BudgetError::Database)?;
+        let max = show(&mut conn, "max_connections").await;
+        let su = show(&mut conn, "superuser_reserved_connections").await;
+        // Closing is best effort: the values are read either way.
+        let _ = conn.close().await;
+        Ok(DatabaseLimits {
+            max_connections: max?,
+            superuser_reserved_connections: su?,
+        })
     })
+    .await
+    .map_err(|_| BudgetError::Timeout)?
+}
+
+/// Connect options for one database of a policy, with the credentials from its Secret. The
+/// TLS mode follows `sslMode`; the session is named `poolwarden-operator` in
+/// `pg_stat_activity`.
+pub fn connect_options(db: &DatabaseSpec, user: &str, password: &str) -> PgConnectOptions {
+    let ssl = match db.ssl_mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require => PgSslMode::Require,
+        SslMode::VerifyCa => PgSslMode::VerifyCa,
+        SslMode::VerifyFull => PgSslMode::VerifyFull,
+    };
+    PgConnectOptions::new()
+        .host(&db.host)
+        .port(db.port)
+        .database(db.server_dbname())
+        .username(user)
+        .password(password)
+        .ssl_mode(ssl)
+        .application_name("poolwarden-operator")
 }
 
 async fn show(conn: &mut PgConnection, setting: &'static str) -> Result<u32, BudgetError> {
@@ -312,6 +353,21 @@ mod tests {
         assert_eq!(limits.max_connections.to_string(), max);
         assert_eq!(limits.superuser_reserved_connections.to_string(), su);
         assert!(limits.max_connections > limits.superuser_reserved_connections);
+    }
+
+    #[tokio::test]
+    async fn reads_limits_with_options_from_a_database_spec() {
+        let db: DatabaseSpec = serde_json::from_value(serde_json::json!({
+            "name": "clinical", "host": "127.0.0.1", "port": 5432, "dbname": "postgres",
+            "credentialsSecretRef": {"name": "db"}, "sslMode": "disable"
+        }))
+        .unwrap();
+        let opts = connect_options(&db, "postgres", "unused-with-trust");
+        let by_spec = read_database_limits_with(&opts).await.unwrap();
+        let by_url = read_database_limits("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .unwrap();
+        assert_eq!(by_spec, by_url);
     }
 
     #[tokio::test]

@@ -197,6 +197,21 @@ pub struct PodTarget {
     pub admin_port: u16,
 }
 
+impl PodTarget {
+    /// The target for a matched pod: its name, `status.podIP` and the policy's admin port.
+    pub fn from_pod(pod: &k8s_openapi::api::core::v1::Pod, admin_port: u16) -> Self {
+        Self {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            ip: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .filter(|ip| !ip.is_empty()),
+            admin_port,
+        }
+    }
+}
+
 /// The result for one pod.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PodScrape {

@@ -326,3 +326,22 @@ async fn prometheus_api_source() {
     assert_eq!(obs.reporting(), 0);
     assert_eq!(obs.unreachable().len(), 4);
 }
+
+#[test]
+fn targets_come_from_pod_name_and_ip() {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-1"}, "status": {"podIP": "10.0.0.7"}
+    }))
+    .unwrap();
+    assert_eq!(
+        PodTarget::from_pod(&pod, 9930),
+        PodTarget {
+            name: "web-1".into(),
+            ip: Some("10.0.0.7".into()),
+            admin_port: 9930
+        }
+    );
+    let pending: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "web-2"}})).unwrap();
+    assert_eq!(PodTarget::from_pod(&pending, 9930).ip, None);
+}
