@@ -6,11 +6,11 @@
 //! | # | when | result | reason |
 //! |---|---|---|---|
 //! | 1 | `autoscaling.enabled` is false | `pool.poolSize`/`pool.maxOverflow` as written | `SpecChanged`/`Reconciled` |
-//! | 2 | nothing decided yet | `ceil(users × 1.5)` with `concurrentUsers`, else `pool.poolSize` | `InitialSizing` |
+//! | 2 | nothing decided yet (also while paused: sizing is not scaling) | `ceil(users × 1.5)` with `concurrentUsers`, else `pool.poolSize` | `InitialSizing` |
 //! | 3 | annotation `poolwarden.dev/paused: "true"` | hold | `Paused` |
 //! | 4 | no fresh sample (no pod reporting) | hold | `MetricsUnavailable` |
 //! | 5 | busiest pool above `scaleUp.utilizationAbove` for `sustainedSeconds` | `max(size + review.step, ceil(peak demand × 1.5))` | `SustainedHighUtilization` |
-//! | 6 | review due and the `windowDays` average above `review.utilizationAbove` | `size + review.step` | `MonthlyReview` |
+//! | 6 | review due (none within `windowDays`; a scale-up while one is due counts as it) and the average of the `windowDays` complete days before today above `review.utilizationAbove` | `size + review.step` | `MonthlyReview` |
 //! | 7 | below `scaleDown.utilizationBelow` for `stabilizationSeconds`, and no change for as long | `size − scaleDown.step` at most | `SustainedLowUtilization` |
 //! | – | otherwise | hold | `Reconciled` |
 //!
