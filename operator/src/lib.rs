@@ -11,4 +11,6 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod autoscale;
+pub mod budget;
 pub mod webhook;
