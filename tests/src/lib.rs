@@ -2,5 +2,6 @@
 //! throwaway PostgreSQL instances and the project's binaries.
 #![forbid(unsafe_code)]
 
+pub mod hazard;
 pub mod kube_env;
 pub mod wardround;
