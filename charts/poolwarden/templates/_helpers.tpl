@@ -82,7 +82,7 @@ app.kubernetes.io/component: operator
 
 {{/* PodDisruptionBudget API: policy/v1 from Kubernetes 1.21, policy/v1beta1 before. */}}
 {{- define "poolwarden.pdbApiVersion" -}}
-{{- if .Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}
 policy/v1
 {{- else -}}
 policy/v1beta1
