@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 fn read(rel: &str) -> String {
@@ -72,7 +75,10 @@ fn contract() -> String {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/CONTRACT.md"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("read CONTRACT.md at {} (set POOLWARDEN_CONTRACT): {e}", path.display())
+        panic!(
+            "read CONTRACT.md at {} (set POOLWARDEN_CONTRACT): {e}",
+            path.display()
+        )
     })
 }
 
@@ -97,9 +103,12 @@ fn known_series() -> BTreeSet<String> {
 
 #[test]
 fn chart_crd_is_the_generated_crd_byte_for_byte() {
-    let generated = std::fs::read(repo_root().join("crds/dbpoolpolicies.poolwarden.dev.yaml")).unwrap();
-    let in_chart =
-        std::fs::read(repo_root().join("charts/poolwarden/crds/dbpoolpolicies.poolwarden.dev.yaml")).unwrap();
+    let generated =
+        std::fs::read(repo_root().join("crds/dbpoolpolicies.poolwarden.dev.yaml")).unwrap();
+    let in_chart = std::fs::read(
+        repo_root().join("charts/poolwarden/crds/dbpoolpolicies.poolwarden.dev.yaml"),
+    )
+    .unwrap();
     assert!(
         generated == in_chart,
         "charts/poolwarden/crds/dbpoolpolicies.poolwarden.dev.yaml differs from \
@@ -110,7 +119,11 @@ fn chart_crd_is_the_generated_crd_byte_for_byte() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(entries, ["dbpoolpolicies.poolwarden.dev.yaml"], "only the generated CRD in the chart's crds/");
+    assert_eq!(
+        entries,
+        ["dbpoolpolicies.poolwarden.dev.yaml"],
+        "only the generated CRD in the chart's crds/"
+    );
 }
 
 #[test]
@@ -120,13 +133,18 @@ fn sidecar_metric_reference_is_contract_section_2_6() {
     let mut from_doc = table_metrics(&read("docs/metrics.md"), "## Sidecar");
     from_contract.sort();
     from_doc.sort();
-    assert_eq!(from_doc, from_contract, "docs/metrics.md's sidecar table must list CONTRACT §2.6's names and types");
+    assert_eq!(
+        from_doc, from_contract,
+        "docs/metrics.md's sidecar table must list CONTRACT §2.6's names and types"
+    );
 }
 
 #[test]
 fn operator_metric_reference_pins_the_operator_names() {
-    let doc: BTreeSet<String> =
-        table_metrics(&read("docs/metrics.md"), "## Operator").into_iter().map(|(n, _)| n).collect();
+    let doc: BTreeSet<String> = table_metrics(&read("docs/metrics.md"), "## Operator")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let pinned = [
         "poolwarden_operator_reconciles_total",
         "poolwarden_operator_reconcile_failures_total",
@@ -138,7 +156,13 @@ fn operator_metric_reference_pins_the_operator_names() {
         "poolwarden_operator_budget_limited",
         "poolwarden_operator_at_max_pool_size",
     ];
-    assert_eq!(doc, pinned.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+    assert_eq!(
+        doc,
+        pinned
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+    );
 }
 
 /// Every string in a JSON document.
@@ -154,7 +178,8 @@ fn json_strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
 #[test]
 fn dashboard_parses_and_queries_only_documented_metrics() {
     let dashboard: serde_json::Value =
-        serde_json::from_str(&read("charts/poolwarden/files/dashboard.json")).expect("dashboard.json is JSON");
+        serde_json::from_str(&read("charts/poolwarden/files/dashboard.json"))
+            .expect("dashboard.json is JSON");
     assert!(dashboard["title"].as_str().is_some_and(|t| !t.is_empty()));
     assert_eq!(dashboard["uid"], "poolwarden-pools");
 
@@ -163,16 +188,30 @@ fn dashboard_parses_and_queries_only_documented_metrics() {
     let mut exprs: Vec<String> = panels
         .iter()
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().expect("every target has an expr").to_string())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .expect("every target has an expr")
+                .to_string()
+        })
         .collect();
     let panel_queries = exprs.len();
-    for annotation in dashboard["annotations"]["list"].as_array().expect("annotations") {
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .expect("annotations")
+    {
         if let Some(expr) = annotation["expr"].as_str() {
             exprs.push(expr.to_string());
         }
     }
-    assert!(exprs.len() > panel_queries, "pool size changes are shown as an annotation query");
-    for variable in dashboard["templating"]["list"].as_array().expect("templating") {
+    assert!(
+        exprs.len() > panel_queries,
+        "pool size changes are shown as an annotation query"
+    );
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
         if let Some(q) = variable["definition"].as_str() {
             exprs.push(q.to_string());
         }
@@ -182,7 +221,10 @@ fn dashboard_parses_and_queries_only_documented_metrics() {
     let mut used = BTreeSet::new();
     for expr in &exprs {
         for name in metric_names(expr) {
-            assert!(known.contains(&name), "dashboard queries {name}, which docs/metrics.md does not list: {expr}");
+            assert!(
+                known.contains(&name),
+                "dashboard queries {name}, which docs/metrics.md does not list: {expr}"
+            );
             used.insert(name);
         }
     }
@@ -191,7 +233,10 @@ fn dashboard_parses_and_queries_only_documented_metrics() {
     json_strings(&dashboard, &mut strings);
     for s in strings {
         for name in metric_names(s) {
-            assert!(known.contains(&name), "dashboard mentions {name}, which docs/metrics.md does not list");
+            assert!(
+                known.contains(&name),
+                "dashboard mentions {name}, which docs/metrics.md does not list"
+            );
         }
     }
 
@@ -211,7 +256,8 @@ fn dashboard_parses_and_queries_only_documented_metrics() {
         assert!(used.contains(needed), "the dashboard shows {needed}");
     }
     assert!(
-        exprs.iter().any(|e| e.contains("histogram_quantile(") && e.contains("poolwarden_pool_wait_seconds_bucket")),
+        exprs.iter().any(|e| e.contains("histogram_quantile(")
+            && e.contains("poolwarden_pool_wait_seconds_bucket")),
         "wait-time quantiles come from the histogram"
     );
 }
@@ -234,27 +280,55 @@ fn anchor(heading: &str) -> String {
 #[test]
 fn alert_rules_query_documented_metrics_and_link_the_runbook() {
     let rules: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&read("charts/poolwarden/files/alerts.yaml")).expect("alerts.yaml is YAML");
+        serde_yaml_ng::from_str(&read("charts/poolwarden/files/alerts.yaml"))
+            .expect("alerts.yaml is YAML");
     let runbook = read("docs/runbook.md");
-    let anchors: BTreeSet<String> = runbook.lines().filter(|l| l.starts_with('#')).map(anchor).collect();
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(anchor)
+        .collect();
     let known = known_series();
 
     let mut alerts = BTreeSet::new();
     for group in rules["groups"].as_sequence().expect("groups") {
         for rule in group["rules"].as_sequence().expect("rules") {
-            let name = rule["alert"].as_str().expect("only alerting rules").to_string();
+            let name = rule["alert"]
+                .as_str()
+                .expect("only alerting rules")
+                .to_string();
             let expr = rule["expr"].as_str().expect("expr");
             for metric in metric_names(expr) {
-                assert!(known.contains(&metric), "{name} queries {metric}, which docs/metrics.md does not list");
+                assert!(
+                    known.contains(&metric),
+                    "{name} queries {metric}, which docs/metrics.md does not list"
+                );
             }
             let severity = rule["labels"]["severity"].as_str().expect("severity label");
-            assert!(["warning", "critical"].contains(&severity), "{name}: severity {severity}");
-            assert!(rule["annotations"]["summary"].as_str().is_some_and(|s| !s.is_empty()), "{name}: summary");
-            let url = rule["annotations"]["runbook_url"].as_str().expect("runbook_url");
+            assert!(
+                ["warning", "critical"].contains(&severity),
+                "{name}: severity {severity}"
+            );
+            assert!(
+                rule["annotations"]["summary"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty()),
+                "{name}: summary"
+            );
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .expect("runbook_url");
             let (page, fragment) = url.split_once('#').expect("runbook_url has a #section");
             assert!(page.ends_with("docs/runbook.md"), "{name}: {url}");
-            assert_eq!(fragment, name.to_lowercase(), "{name}: the runbook section is named after the alert");
-            assert!(anchors.contains(fragment), "{name}: docs/runbook.md has no section #{fragment}");
+            assert_eq!(
+                fragment,
+                name.to_lowercase(),
+                "{name}: the runbook section is named after the alert"
+            );
+            assert!(
+                anchors.contains(fragment),
+                "{name}: docs/runbook.md has no section #{fragment}"
+            );
             alerts.insert(name);
         }
     }
@@ -273,9 +347,17 @@ fn alert_rules_query_documented_metrics_and_link_the_runbook() {
 #[test]
 fn metric_names_finds_whole_identifiers_only() {
     assert_eq!(
-        metric_names("sum(rate(poolwarden_a_total[5m])) / x_poolwarden_b + poolwarden_c{x=\"poolwarden_d\"}"),
+        metric_names(
+            "sum(rate(poolwarden_a_total[5m])) / x_poolwarden_b + poolwarden_c{x=\"poolwarden_d\"}"
+        ),
         ["poolwarden_a_total", "poolwarden_c", "poolwarden_d"]
     );
-    assert_eq!(anchor("### PoolwardenPoolUtilizationHigh"), "poolwardenpoolutilizationhigh");
-    assert_eq!(anchor("## Reading `kubectl describe dbpp`"), "reading-kubectl-describe-dbpp");
+    assert_eq!(
+        anchor("### PoolwardenPoolUtilizationHigh"),
+        "poolwardenpoolutilizationhigh"
+    );
+    assert_eq!(
+        anchor("## Reading `kubectl describe dbpp`"),
+        "reading-kubectl-describe-dbpp"
+    );
 }
