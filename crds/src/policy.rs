@@ -406,7 +406,10 @@ pub struct AlertingSpec {
 
 impl Default for AlertingSpec {
     fn default() -> Self {
-        Self { warning: AlertThreshold::warning(), critical: AlertThreshold::critical() }
+        Self {
+            warning: AlertThreshold::warning(),
+            critical: AlertThreshold::critical(),
+        }
     }
 }
 
@@ -424,10 +427,16 @@ pub struct AlertThreshold {
 
 impl AlertThreshold {
     fn warning() -> Self {
-        Self { utilization_above: d::warning_above(), for_seconds: d::warning_for_seconds() }
+        Self {
+            utilization_above: d::warning_above(),
+            for_seconds: d::warning_for_seconds(),
+        }
     }
     fn critical() -> Self {
-        Self { utilization_above: d::critical_above(), for_seconds: d::critical_for_seconds() }
+        Self {
+            utilization_above: d::critical_above(),
+            for_seconds: d::critical_for_seconds(),
+        }
     }
 }
 
@@ -587,7 +596,6 @@ pub struct Condition {
     /// A CamelCase reason for the last transition.
     pub reason: String,
     /// A human-readable message about the transition.
-    #[serde(default)]
     pub message: String,
 }
 

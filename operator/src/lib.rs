@@ -19,6 +19,7 @@ pub mod push;
 pub mod reconcile;
 pub mod run;
 pub mod server;
+pub mod webhook;
 
 /// The one server-side-apply field manager (and Event reporting controller) of the operator.
 pub const FIELD_MANAGER: &str = "poolwarden-operator";
