@@ -186,9 +186,14 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let name = policy.name_any();
+    let policies: Api<DbPoolPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read the policy fresh: the watch cache may not have seen the status this controller wrote
+    // a moment ago, and deciding on a stale status would push or record a change twice.
+    let Some(policy) = policies.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     let spec = &policy.spec;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let policies: Api<DbPoolPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
     // Fetch what validation needs: the referenced database Secrets.
@@ -338,7 +343,7 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
     ctx.failures
         .lock()
         .expect("failures lock")
-        .remove(&ObjectRef::from_obj(policy.as_ref()));
+        .remove(&ObjectRef::from_obj(&policy));
     Ok(match (&obs.spec, obs.pods.unreachable.is_empty()) {
         (Err(_), _) => Action::requeue(REQUEUE_INVALID),
         (Ok(()), false) => Action::requeue(REQUEUE_UNREACHABLE),

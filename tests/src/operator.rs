@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use poolwarden_crds::DbPoolPolicy;
 use poolwarden_operator::controller::{self, Context, Scope};
 use poolwarden_operator::metrics::Metrics;
@@ -31,12 +31,23 @@ impl Drop for ControllerGuard {
 /// Start the real controller (the same `controller::run` the binary runs) for `namespace`.
 pub fn start_controller(client: &Client, namespace: &str) -> ControllerGuard {
     let metrics = Metrics::default();
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), "poolwarden-tests".into()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        "poolwarden-tests".into(),
+    ));
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(controller::run(ctx, Scope::Namespace(namespace.into()), async move {
-        let _ = rx.await;
-    }));
-    ControllerGuard { stop: Some(tx), metrics }
+    tokio::spawn(controller::run(
+        ctx,
+        Scope::Namespace(namespace.into()),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    ControllerGuard {
+        stop: Some(tx),
+        metrics,
+    }
 }
 
 /// Create a database credentials Secret with `username` and `password`.
@@ -47,7 +58,10 @@ pub async fn create_db_secret(client: &Client, namespace: &str, name: &str, user
         "stringData": {"username": user, "password": "s3cret-pw"}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &s).await.unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
 }
 
 /// A policy with one database `clinical` whose credentials are in `secret`.
