@@ -1,8 +1,22 @@
 //! The operator's own Prometheus metrics, served on `--metrics-listen` at `/metrics`.
 
+use poolwarden_crds::conditions::reasons;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
+
+/// The failure labels `controller::Error::metric_label` returns.
+pub const FAILURE_LABELS: [&str; 4] = ["api", "conflict", "kube", "object"];
+
+/// Reasons a pool size changes (spec edits and the autoscaler's decisions).
+pub const SCALE_REASONS: [&str; 6] = [
+    reasons::INITIAL_SIZING,
+    reasons::SPEC_CHANGED,
+    reasons::SUSTAINED_HIGH_UTILIZATION,
+    reasons::MONTHLY_REVIEW,
+    reasons::SUSTAINED_LOW_UTILIZATION,
+    reasons::BUDGET_EXCEEDED,
+];
 
 /// Every metric the operator exports.
 #[derive(Clone)]
@@ -50,6 +64,13 @@ impl Default for Metrics {
             &["reason"],
         )
         .unwrap();
+        // Export every known label at 0, so rates and alerts work before the first event.
+        for reason in FAILURE_LABELS {
+            failures.with_label_values(&[reason]);
+        }
+        for reason in SCALE_REASONS {
+            scale_decisions.with_label_values(&[reason]);
+        }
         registry.register(Box::new(reconciles.clone())).unwrap();
         registry.register(Box::new(failures.clone())).unwrap();
         registry
@@ -96,6 +117,8 @@ mod tests {
             "poolwarden_operator_reconcile_failures_total{reason=\"kube\"} 1",
             "poolwarden_operator_reconcile_duration_seconds_count 1",
             "poolwarden_operator_scale_decisions_total{reason=\"SpecChanged\"} 1",
+            "poolwarden_operator_scale_decisions_total{reason=\"MonthlyReview\"} 0",
+            "poolwarden_operator_reconcile_failures_total{reason=\"conflict\"} 0",
         ] {
             assert!(text.contains(want), "{want} missing in\n{text}");
         }
