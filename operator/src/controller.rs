@@ -160,15 +160,21 @@ pub fn error_policy(policy: Arc<DbPoolPolicy>, error: &Error, ctx: Arc<Context>)
         *n = n.saturating_add(1);
         *n
     };
-    let delay = BACKOFF_FIRST
-        .saturating_mul(1 << (n - 1).min(6))
-        .min(BACKOFF_MAX);
+    let delay = backoff(n);
     tracing::warn!(policy = %policy.name_any(), error = %error, attempt = n, retry_in = ?delay, "reconcile failed");
     ctx.metrics
         .failures
         .with_label_values(&[error.metric_label()])
         .inc();
     Action::requeue(delay)
+}
+
+/// The requeue delay after the `attempt`-th consecutive failure (1-based): 5 s doubling to at
+/// most 5 minutes.
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(BACKOFF_MAX)
 }
 
 fn now() -> String {
@@ -369,5 +375,52 @@ async fn publish(
     if let Err(e) = ctx.recorder.publish(&ev, reference).await {
         // An Event is a courtesy; its failure must not fail the reconcile.
         tracing::warn!(error = %e, reason, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let table = [
+            (0, 5),
+            (1, 5),
+            (2, 10),
+            (3, 20),
+            (4, 40),
+            (5, 80),
+            (6, 160),
+            (7, 300),
+            (100, 300),
+        ];
+        for (attempt, secs) in table {
+            assert_eq!(
+                backoff(attempt),
+                Duration::from_secs(secs),
+                "attempt {attempt}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_have_short_metric_labels() {
+        let api = |code| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        let table = [
+            (api(409), "conflict"),
+            (api(403), "api"),
+            (Error::MissingObjectKey("metadata.uid"), "object"),
+        ];
+        for (err, label) in table {
+            assert_eq!(err.metric_label(), label, "{err}");
+            assert!(crate::metrics::FAILURE_LABELS.contains(&label));
+        }
     }
 }

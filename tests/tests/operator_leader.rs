@@ -11,6 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use poolwarden_crds::DbPoolPolicy;
+use poolwarden_operator::leader::{self, LeaseConfig};
 use poolwarden_tests::kube_env;
 use poolwarden_tests::operator::{create_db_secret, policy, wait_for};
 
@@ -260,5 +261,97 @@ async fn operator_leader_election_one_reconciles_and_the_other_takes_over() {
         survivor.log().contains("released the lease"),
         "{}",
         survivor.log()
+    );
+}
+
+/// Sets the flag to false when the work future is dropped (the controller stopped).
+struct Running(std::sync::Arc<std::sync::atomic::AtomicBool>);
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn operator_leader_stops_reconciling_when_another_replica_holds_the_lease() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    let client = kube_env::client().await;
+    let ns = kube_env::namespace(&client, "op-lease").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let running = Arc::new(AtomicBool::new(false));
+    let starts = Arc::new(AtomicU32::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cfg = LeaseConfig {
+        name: "poolwarden-operator".into(),
+        namespace: ns.clone(),
+        identity: "me".into(),
+        duration_seconds: 4,
+        grace_seconds: 1,
+    };
+    let (r, n) = (running.clone(), starts.clone());
+    let task = tokio::spawn(leader::run_while_leader(
+        client.clone(),
+        cfg,
+        stop_rx,
+        move || {
+            n.fetch_add(1, Ordering::SeqCst);
+            r.store(true, Ordering::SeqCst);
+            let guard = Running(r.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await
+            }
+        },
+    ));
+    wait_for("work runs as leader", Duration::from_secs(20), || async {
+        running.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    assert_eq!(holder(&leases).await.as_deref(), Some("me"));
+
+    // Another replica takes the Lease (as one whose clock says ours expired would).
+    // MicroTime: exactly six fractional digits.
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap()
+        .to_string()
+        .replace('Z', ".000000Z");
+    let steal = serde_json::json!({"spec": {
+        "holderIdentity": "intruder", "leaseDurationSeconds": 60,
+        "acquireTime": now, "renewTime": now
+    }});
+    leases
+        .patch(
+            "poolwarden-operator",
+            &PatchParams::default(),
+            &Patch::Merge(&steal),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "work stops after the lease is lost",
+        Duration::from_secs(15),
+        || async { (!running.load(Ordering::SeqCst)).then_some(()) },
+    )
+    .await;
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !running.load(Ordering::SeqCst),
+        "work must not restart while the intruder holds the lease"
+    );
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("shutdown in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        holder(&leases).await.as_deref(),
+        Some("intruder"),
+        "a non-holder does not release another's lease"
     );
 }
