@@ -199,6 +199,91 @@ mod tests {
         );
     }
 
+    /// A real HTTP endpoint that answers 503 `fail_first` times, then 200; records bodies.
+    async fn flaky_sidecar(
+        fail_first: usize,
+    ) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+        async fn put(
+            State((log, fail)): State<(Log, usize)>,
+            h: HeaderMap,
+            body: String,
+        ) -> StatusCode {
+            let auth = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let mut log = log.lock().unwrap();
+            log.push(format!("{auth} {body}"));
+            if log.len() <= fail {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            }
+        }
+        let log = Log::default();
+        let app = axum::Router::new()
+            .route("/api/pool", axum::routing::put(put))
+            .with_state((log.clone(), fail_first));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, log)
+    }
+
+    fn update(db: &str) -> PoolUpdate {
+        PoolUpdate {
+            database: db.into(),
+            pool_size: 25,
+            max_overflow: 13,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_sidecar_is_retried_until_it_accepts() {
+        let (addr, log) = flaky_sidecar(2).await;
+        let targets = [Target {
+            pod: "a".into(),
+            addr,
+        }];
+        let failed = push_all(&targets, &[update("clinical"), update("audit")], "tok").await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let log = log.lock().unwrap().clone();
+        let want = |db: &str| {
+            format!("Bearer tok {{\"database\":\"{db}\",\"pool_size\":25,\"max_overflow\":13}}")
+        };
+        assert_eq!(
+            log,
+            [
+                want("clinical"),
+                want("clinical"),
+                want("clinical"),
+                want("audit")
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_pod_is_retried_to_the_deadline_then_reported() {
+        // Port 1 on loopback refuses at once; paused time runs the backoff to the deadline.
+        let dead = Target {
+            pod: "dead".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let started = Instant::now();
+        let failed = push_all(&[dead], &[update("clinical")], "tok").await;
+        assert_eq!(failed, ["dead"]);
+        let waited = started.elapsed();
+        assert!(waited <= PUSH_DEADLINE, "gave up after {waited:?}");
+        assert!(
+            waited >= PUSH_DEADLINE - MAX_BACKOFF,
+            "retried until near the deadline: {waited:?}"
+        );
+    }
+
     #[test]
     fn update_body_is_the_contract_json() {
         let u = PoolUpdate {
