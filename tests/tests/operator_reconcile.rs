@@ -98,6 +98,10 @@ async fn operator_reconciles_create_update_invalid_and_delete() {
     assert_eq!(cfg["databases"][0]["user"], "clinical_app");
     assert_eq!(cfg["databases"][0]["host"], "db.clinical.svc");
     assert_eq!(cfg["databases"][0]["sslmode"], "require");
+    assert_eq!(
+        cfg["databases"][0]["password_file"],
+        "/var/run/poolwarden/db/clinical/password"
+    );
     assert_eq!(cfg["listen"], "127.0.0.1:6432");
     assert_eq!(cfg["admin_listen"], "0.0.0.0:9930");
     assert_eq!(
@@ -106,7 +110,7 @@ async fn operator_reconciles_create_update_invalid_and_delete() {
     );
     let text = &cm.data.as_ref().unwrap()["poolwarden.yaml"];
     assert!(
-        !text.contains("s3cret-pw") && !text.contains("password"),
+        !text.contains("s3cret-pw") && !text.contains("password:"),
         "no secret in the ConfigMap:\n{text}"
     );
 

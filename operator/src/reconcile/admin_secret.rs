@@ -18,7 +18,7 @@ pub const TOKENS_KEY: &str = "tokens";
 
 /// The admin Secret's name for a policy.
 pub fn name(policy: &str) -> String {
-    format!("{policy}-poolwarden-admin")
+    crate::webhook::admin_secret_name(policy)
 }
 
 /// A fresh admin token: 32 random bytes, hex encoded (64 characters).

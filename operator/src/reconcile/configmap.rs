@@ -2,8 +2,9 @@
 //!
 //! The file is rendered from the sidecar crate's own [`Config`] type, so the operator can never
 //! write a key the sidecar does not understand. It holds no secret: the database password
-//! reaches the sidecar as `POOLWARDEN_DB_PASSWORD`, the admin token through the tokens file
-//! from the Secret `<policy>-poolwarden-admin`.
+//! reaches the sidecar as `POOLWARDEN_DB_PASSWORD` and as the file the webhook mounts for each
+//! database (`password_file`, a path from [`crate::webhook::mutate::db_password_file`]); the
+//! admin token through the tokens file from the Secret `<policy>-poolwarden-admin`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ pub const TOKENS_FILE: &str = "/var/run/poolwarden/admin/tokens";
 
 /// The ConfigMap's name for a policy.
 pub fn name(policy: &str) -> String {
-    format!("{policy}-poolwarden")
+    crate::webhook::config_map_name(policy)
 }
 
 /// Render the sidecar configuration. `users` maps each database `name` to the user name read
@@ -54,7 +55,8 @@ pub fn render_config(
                 port: db.port,
                 dbname: Some(db.server_dbname().to_string()),
                 user: users.get(&db.name).cloned().unwrap_or_default(),
-                password_file: None,
+                password_file: crate::webhook::mutate::db_password_file(&db.name)
+                    .map(PathBuf::from),
                 password: None,
                 sslmode: match db.ssl_mode {
                     SslMode::Disable => SidecarSslMode::Disable,
@@ -209,9 +211,18 @@ sidecar: {listenPort: 7432, adminPort: 9931}
             render_config(&spec(), &users(), &sizing(25, 13)),
             "round trip"
         );
-        for forbidden in ["password", "token:", "<redacted>"] {
+        for forbidden in ["password:", "token:", "<redacted>"] {
             assert!(!yaml.contains(forbidden), "{forbidden:?} in\n{yaml}");
         }
+        // The password files the webhook mounts, one per database.
+        assert!(
+            yaml.contains("password_file: /var/run/poolwarden/db/clinical/password"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("password_file: /var/run/poolwarden/db/audit/password"),
+            "{yaml}"
+        );
         assert!(
             yaml.contains("tokens_file: /var/run/poolwarden/admin/tokens"),
             "{yaml}"
@@ -230,6 +241,14 @@ sidecar: {listenPort: 7432, adminPort: 9931}
                 ("  max_overflow: 10", "  max_overflow: 15")
             ]
         );
+    }
+
+    #[test]
+    fn paths_agree_with_what_the_webhook_mounts() {
+        use crate::reconcile::admin_secret::TOKENS_KEY;
+        use crate::webhook::{ADMIN_DIR, CONFIG_DIR, CONFIG_FILE};
+        assert_eq!(TOKENS_FILE, format!("{ADMIN_DIR}/{TOKENS_KEY}"));
+        assert_eq!(CONFIG_FILE, format!("{CONFIG_DIR}/{CONFIG_KEY}"));
     }
 
     #[test]
