@@ -3,6 +3,18 @@
 //!
 //! The admission webhook (`webhook::serve`) starts here too, next to the metrics server, and is
 //! served by every replica regardless of the lease.
+//!
+//! RBAC the reconciler and the lease need (the webhook adds its own reads):
+//!
+//! | API group | resource | verbs | why |
+//! |---|---|---|---|
+//! | `poolwarden.dev` | `dbpoolpolicies` | get, list, watch | the controller's watch; a fresh read per reconcile |
+//! | `poolwarden.dev` | `dbpoolpolicies/status` | get, patch | status by server-side apply |
+//! | `""` | `configmaps` | list, watch, create, patch | owned `<policy>-poolwarden` (server-side apply) |
+//! | `""` | `secrets` | get, list, watch, create, patch | database Secrets (read keys and user name); owned `<policy>-poolwarden-admin` |
+//! | `""` | `pods` | list, watch | pods labelled `poolwarden.dev/policy` (counted, pushed to); never written |
+//! | `events.k8s.io` | `events` | create, patch | one Event per transition (kube's `Recorder` patches a repeat into a series) |
+//! | `coordination.k8s.io` | `leases` | get, create, patch | leader election (in the operator's namespace only) |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
