@@ -28,6 +28,16 @@ pub struct LeaseConfig {
     pub grace_seconds: u64,
 }
 
+/// The server-side-apply field manager for this replica's Lease writes (unique per identity,
+/// at most 128 bytes as the apiserver requires).
+pub fn lease_field_manager(identity: &str) -> String {
+    let mut m = format!("{}-lease-{identity}", crate::FIELD_MANAGER);
+    while m.len() > 128 {
+        m.pop();
+    }
+    m
+}
+
 /// Run `work()` whenever this replica holds the lease, and stop it when the lease is lost,
 /// until `shutdown` changes to true. Releases the lease on the way out.
 pub async fn run_while_leader<F, Fut>(
@@ -43,8 +53,11 @@ where
     let manager = LeaseManagerBuilder::new(client, &cfg.name)
         .with_namespace(&cfg.namespace)
         .with_parameters(
+            // The field manager must differ per replica: two replicas locking at once are told
+            // apart by server-side apply's ownership conflict, so a shared manager would let
+            // both "win".
             LeaseParams::new(&cfg.identity, cfg.duration_seconds, cfg.grace_seconds)
-                .with_field_manager(format!("{}-lease", crate::FIELD_MANAGER)),
+                .with_field_manager(lease_field_manager(&cfg.identity)),
         )
         .build()
         .await?;
@@ -79,4 +92,19 @@ where
         Err(e) => tracing::warn!(error = %e, "lease task failed"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_managers_are_unique_per_identity_and_bounded() {
+        assert_eq!(
+            lease_field_manager("op-a"),
+            "poolwarden-operator-lease-op-a"
+        );
+        assert_ne!(lease_field_manager("op-a"), lease_field_manager("op-b"));
+        assert_eq!(lease_field_manager(&"x".repeat(300)).len(), 128);
+    }
 }
