@@ -269,19 +269,13 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
         cms.patch(&configmap::name(&name), &apply, &Patch::Apply(&cm))
             .await?;
 
-        // Push to every ready pod when the pool settings changed; otherwise retry only the pods
-        // that were unreachable last time.
         let live = current.map(|s| (s.pool_size, s.max_overflow));
         let changed = live != Some((Some(decided.pool_size), Some(decided.max_overflow)));
-        let previously: Vec<String> = current
+        let previously = current
             .and_then(|s| s.pods.as_ref())
-            .map(|p| p.unreachable.clone())
+            .map(|p| p.unreachable.as_slice())
             .unwrap_or_default();
-        let to_push: Vec<_> = targets
-            .iter()
-            .filter(|t| changed || previously.contains(&t.pod))
-            .cloned()
-            .collect();
+        let to_push = push::plan(&targets, changed, previously);
         let updates: Vec<PoolUpdate> = spec
             .databases
             .iter()

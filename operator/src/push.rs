@@ -78,6 +78,20 @@ pub fn ready_targets(pods: &[Pod], admin_port: u16) -> Vec<Target> {
     out
 }
 
+/// Which targets get a push: all of them when the pool settings changed, otherwise only the
+/// ones that were unreachable last time (a retry). Pure.
+pub fn plan(
+    targets: &[Target],
+    settings_changed: bool,
+    previously_unreachable: &[String],
+) -> Vec<Target> {
+    targets
+        .iter()
+        .filter(|t| settings_changed || previously_unreachable.contains(&t.pod))
+        .cloned()
+        .collect()
+}
+
 /// Push every update to every target concurrently; retry each with backoff until
 /// [`PUSH_DEADLINE`]. Returns the names of the pods that were not reached, sorted.
 pub async fn push_all(targets: &[Target], updates: &[PoolUpdate], token: &str) -> Vec<String> {
@@ -282,6 +296,31 @@ mod tests {
             waited >= PUSH_DEADLINE - MAX_BACKOFF,
             "retried until near the deadline: {waited:?}"
         );
+    }
+
+    #[test]
+    fn plan_pushes_all_on_a_change_and_retries_only_the_unreachable_otherwise() {
+        let t = |pod: &str, last: u8| Target {
+            pod: pod.into(),
+            addr: SocketAddr::from(([127, 0, 0, last], 9930)),
+        };
+        let targets = [t("a", 2), t("b", 3), t("c", 4)];
+        let names = |v: Vec<Target>| v.into_iter().map(|t| t.pod).collect::<Vec<_>>();
+        let table: [(bool, &[&str], &[&str]); 5] = [
+            (true, &[], &["a", "b", "c"]),
+            (true, &["b"], &["a", "b", "c"]),
+            (false, &[], &[]),
+            (false, &["b"], &["b"]),
+            (false, &["gone", "c"], &["c"]),
+        ];
+        for (changed, unreachable, want) in table {
+            let prev: Vec<String> = unreachable.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                names(plan(&targets, changed, &prev)),
+                want,
+                "changed={changed} prev={prev:?}"
+            );
+        }
     }
 
     #[test]
