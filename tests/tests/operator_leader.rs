@@ -18,8 +18,10 @@ use poolwarden_tests::operator::{create_db_secret, policy, wait_for};
 const LEASE_SECONDS: u64 = 6;
 
 fn operator_binary() -> PathBuf {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/poolwarden-operator");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/poolwarden-operator");
     assert!(
         path.exists(),
         "{} is missing: run `cargo build -p poolwarden-operator` first",
