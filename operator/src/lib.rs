@@ -12,6 +12,8 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod autoscale;
+pub mod budget;
 pub mod controller;
 pub mod leader;
 pub mod metrics;

@@ -133,7 +133,7 @@ fn database_url_is_a_single_database_named_after_dbname() {
 }
 
 #[test]
-fn db_password_env_fills_databases_without_a_url_password() {
+fn db_password_env_fills_databases_without_a_password_of_their_own() {
     let env = [("POOLWARDEN_DB_PASSWORD", "pw")];
     let cfg = resolve(
         parse_file("f", FILE).unwrap(),
@@ -141,7 +141,16 @@ fn db_password_env_fills_databases_without_a_url_password() {
         &Overrides::default(),
     )
     .unwrap();
-    assert_eq!(cfg.databases[0].password.as_ref().unwrap().expose(), "pw");
+    // The example's database has a password_file: the per-database file wins.
+    assert!(cfg.databases[0].password.is_none());
+    let mut file = parse_file("f", FILE).unwrap();
+    let mut second = file.databases[0].clone();
+    second.name = "second".into();
+    second.password_file = None;
+    file.databases.push(second);
+    let cfg = resolve(file, &env::from_pairs(&env), &Overrides::default()).unwrap();
+    assert!(cfg.databases[0].password.is_none());
+    assert_eq!(cfg.databases[1].password.as_ref().unwrap().expose(), "pw");
 }
 
 #[test]
