@@ -35,6 +35,8 @@ pub mod reasons {
     pub const WITHIN_BUDGET: &str = "WithinBudget";
     pub const PAUSED: &str = "Paused";
     pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
+    /// Ready=False: some ready pods' sidecars did not accept the live push.
+    pub const SIDECARS_UNREACHABLE: &str = "SidecarsUnreachable";
 }
 
 /// Condition status values.

@@ -1,8 +1,11 @@
 //! The `poolwarden-operator` binary.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use poolwarden_operator::controller::Scope;
+use poolwarden_operator::run::{RunConfig, run};
 
 /// Kubernetes operator for DbPoolPolicy.
 #[derive(Parser, Debug)]
@@ -16,6 +19,45 @@ struct Cli {
 enum Command {
     /// Print the DbPoolPolicy CustomResourceDefinition as YAML.
     Crd,
+    /// Run the operator: reconcile DbPoolPolicies while holding the leader Lease.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Address of the operator's /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "POOLWARDEN_METRICS_LISTEN"
+    )]
+    metrics_listen: SocketAddr,
+    /// Reconcile only this namespace (default: all namespaces).
+    #[arg(long, env = "POOLWARDEN_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Name of the coordination.k8s.io Lease that elects the reconciling replica.
+    #[arg(
+        long,
+        default_value = "poolwarden-operator",
+        env = "POOLWARDEN_LEASE_NAME"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (default: the operator pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds the Lease stays valid after its last renewal; a crashed leader is replaced
+    /// after at most this long.
+    #[arg(long, default_value_t = 15, env = "POOLWARDEN_LEASE_DURATION_SECONDS")]
+    lease_duration_seconds: u64,
+    /// This replica's identity in the Lease and in Events (default: the pod name, else
+    /// hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 fn main() -> ExitCode {
@@ -23,6 +65,34 @@ fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", poolwarden_crds::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
+                .init();
+            let cfg = RunConfig {
+                metrics_listen: args.metrics_listen,
+                scope: args
+                    .watch_namespace
+                    .map(Scope::Namespace)
+                    .unwrap_or_default(),
+                lease_name: args.lease_name,
+                lease_namespace: args.lease_namespace,
+                identity: args.identity.unwrap_or_else(default_identity),
+                lease_duration_seconds: args.lease_duration_seconds,
+                lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),
+            };
+            let rt = tokio::runtime::Runtime::new().expect("start the tokio runtime");
+            match rt.block_on(run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "operator failed");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

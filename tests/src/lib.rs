@@ -4,4 +4,5 @@
 
 pub mod hazard;
 pub mod kube_env;
+pub mod operator;
 pub mod wardround;
