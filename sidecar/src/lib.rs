@@ -10,3 +10,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod pool;
+pub mod protocol;
+pub mod server;

@@ -9,7 +9,12 @@ use poolwarden_sidecar::config::{self, Overrides};
 
 /// PostgreSQL pooling proxy with SQLAlchemy QueuePool limits, timeouts and a circuit breaker.
 #[derive(Parser, Debug)]
-#[command(name = "poolwarden-sidecar", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "poolwarden-sidecar",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

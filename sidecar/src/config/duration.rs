@@ -35,9 +35,13 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty".into());
     }
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("{input:?} is not a number with a unit"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{input:?} is not a number with a unit"))?;
     let scale = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 0.001,
@@ -60,7 +64,12 @@ impl fmt::Display for ConfigDuration {
         if ms == 0 {
             return write!(f, "0s");
         }
-        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        for (unit, size) in [
+            ("d", 86_400_000u128),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
             if ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -117,7 +126,11 @@ mod tests {
             (" 2s ", 2000),
         ];
         for (text, ms) in table {
-            assert_eq!(parse_duration(text).unwrap(), Duration::from_millis(ms), "{text}");
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                Duration::from_millis(ms),
+                "{text}"
+            );
         }
     }
 
@@ -130,7 +143,13 @@ mod tests {
 
     #[test]
     fn displays_shortest_exact_unit_and_round_trips() {
-        let table = [(30_000, "30s"), (3_600_000, "1h"), (250, "250ms"), (90_000, "90s"), (0, "0s")];
+        let table = [
+            (30_000, "30s"),
+            (3_600_000, "1h"),
+            (250, "250ms"),
+            (90_000, "90s"),
+            (0, "0s"),
+        ];
         for (ms, text) in table {
             let d = ConfigDuration::from_millis(ms);
             assert_eq!(d.to_string(), text);

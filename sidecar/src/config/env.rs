@@ -38,5 +38,8 @@ impl Env for HashMap<String, String> {
 
 /// Build a fake environment from pairs, for tests.
 pub fn from_pairs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

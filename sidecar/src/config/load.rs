@@ -31,25 +31,25 @@ pub fn parse_file(path: &str, text: &str) -> Result<Config, ConfigError> {
     if text.trim().is_empty() {
         return Ok(Config::default());
     }
-    serde_yaml_ng::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+    serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Read and parse the config file.
 pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
     parse_file(&shown, &text)
 }
 
 /// Build the effective config: defaults, then the file, then the environment, then flags;
 /// then validate.
-pub fn load(
-    file: Option<&Path>,
-    env: &dyn Env,
-    flags: &Overrides,
-) -> Result<Config, ConfigError> {
+pub fn load(file: Option<&Path>, env: &dyn Env, flags: &Overrides) -> Result<Config, ConfigError> {
     let base = match file {
         Some(path) => read_file(path)?,
         None => Config::default(),
@@ -122,9 +122,8 @@ impl KeyNames for FlagNames {
 
 fn apply(cfg: &mut Config, o: &Overrides, names: &dyn KeyNames) -> Result<(), ConfigError> {
     if let Some(url) = &o.database_url {
-        let db = parse_database_url(url).map_err(|why| {
-            ConfigError::invalid(names.key("database_url"), redact_url(url), why)
-        })?;
+        let db = parse_database_url(url)
+            .map_err(|why| ConfigError::invalid(names.key("database_url"), redact_url(url), why))?;
         cfg.databases = vec![db];
     }
     if let Some(v) = &o.listen {
@@ -134,7 +133,11 @@ fn apply(cfg: &mut Config, o: &Overrides, names: &dyn KeyNames) -> Result<(), Co
     }
     if let Some(v) = &o.admin_listen {
         cfg.admin_listen = parse_addr(v).ok_or_else(|| {
-            ConfigError::invalid(names.key("admin_listen"), v, "an address such as 0.0.0.0:9930")
+            ConfigError::invalid(
+                names.key("admin_listen"),
+                v,
+                "an address such as 0.0.0.0:9930",
+            )
         })?;
     }
     if let Some(v) = &o.pool_size {
@@ -144,20 +147,32 @@ fn apply(cfg: &mut Config, o: &Overrides, names: &dyn KeyNames) -> Result<(), Co
         cfg.pool.max_overflow = parse_count(v, 0, names.key("pool.max_overflow"))?;
     }
     for (value, key, slot) in [
-        (&o.pool_timeout, "pool.pool_timeout", &mut cfg.pool.pool_timeout),
-        (&o.pool_recycle, "pool.pool_recycle", &mut cfg.pool.pool_recycle),
-        (&o.statement_timeout, "pool.statement_timeout", &mut cfg.pool.statement_timeout),
+        (
+            &o.pool_timeout,
+            "pool.pool_timeout",
+            &mut cfg.pool.pool_timeout,
+        ),
+        (
+            &o.pool_recycle,
+            "pool.pool_recycle",
+            &mut cfg.pool.pool_recycle,
+        ),
+        (
+            &o.statement_timeout,
+            "pool.statement_timeout",
+            &mut cfg.pool.statement_timeout,
+        ),
     ] {
         if let Some(v) = value {
-            *slot = v.parse::<ConfigDuration>().map_err(|_| {
-                ConfigError::invalid(names.key(key), format!("{v:?}"), DURATION)
-            })?;
+            *slot = v
+                .parse::<ConfigDuration>()
+                .map_err(|_| ConfigError::invalid(names.key(key), format!("{v:?}"), DURATION))?;
         }
     }
     if let Some(v) = &o.mode {
-        cfg.mode = v.parse().map_err(|bad| {
-            ConfigError::invalid(names.key("mode"), bad, PoolMode::ACCEPTED)
-        })?;
+        cfg.mode = v
+            .parse()
+            .map_err(|bad| ConfigError::invalid(names.key("mode"), bad, PoolMode::ACCEPTED))?;
     }
     Ok(())
 }
@@ -171,7 +186,13 @@ fn parse_count(v: &str, min: u32, key: String) -> Result<u32, ConfigError> {
         .parse::<u32>()
         .ok()
         .filter(|n| (min..=MAX_POOL).contains(n))
-        .ok_or_else(|| ConfigError::invalid(key, format!("{v:?}"), format!("an integer {min}..={MAX_POOL}")))
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                key,
+                format!("{v:?}"),
+                format!("an integer {min}..={MAX_POOL}"),
+            )
+        })
 }
 
 /// Validate cross-field rules and ranges. Returns the first problem found.
@@ -186,33 +207,58 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     for (i, db) in cfg.databases.iter().enumerate() {
         let key = |f: &str| format!("databases[{i}].{f}");
         if db.name.is_empty() || db.name.len() > 63 {
-            return Err(ConfigError::invalid(key("name"), format!("{:?}", db.name), "1 to 63 characters"));
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{:?}", db.name),
+                "1 to 63 characters",
+            ));
         }
         if !seen.insert(db.name.as_str()) {
-            return Err(ConfigError::invalid(key("name"), format!("{:?}", db.name), "a name used by no other database"));
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{:?}", db.name),
+                "a name used by no other database",
+            ));
         }
         if db.host.is_empty() {
-            return Err(ConfigError::invalid(key("host"), "\"\"", "a host name or IP address"));
+            return Err(ConfigError::invalid(
+                key("host"),
+                "\"\"",
+                "a host name or IP address",
+            ));
         }
         if db.port == 0 {
             return Err(ConfigError::invalid(key("port"), 0, "1..=65535"));
         }
         if db.user.is_empty() {
-            return Err(ConfigError::invalid(key("user"), "\"\"", "a database user name"));
+            return Err(ConfigError::invalid(
+                key("user"),
+                "\"\"",
+                "a database user name",
+            ));
         }
         if matches!(db.sslmode, SslMode::VerifyCa) && db.sslrootcert.is_none() {
             return Err(ConfigError::Missing {
                 key: key("sslrootcert"),
-                hint: "sslmode verify-ca needs the CA bundle that signed the server certificate".into(),
+                hint: "sslmode verify-ca needs the CA bundle that signed the server certificate"
+                    .into(),
             });
         }
     }
     let p = &cfg.pool;
     if !(1..=MAX_POOL).contains(&p.pool_size) {
-        return Err(ConfigError::invalid("pool.pool_size", p.pool_size, format!("an integer 1..={MAX_POOL}")));
+        return Err(ConfigError::invalid(
+            "pool.pool_size",
+            p.pool_size,
+            format!("an integer 1..={MAX_POOL}"),
+        ));
     }
     if p.max_overflow > MAX_POOL {
-        return Err(ConfigError::invalid("pool.max_overflow", p.max_overflow, format!("an integer 0..={MAX_POOL}")));
+        return Err(ConfigError::invalid(
+            "pool.max_overflow",
+            p.max_overflow,
+            format!("an integer 0..={MAX_POOL}"),
+        ));
     }
     for (key, d) in [
         ("pool.pool_timeout", p.pool_timeout),
@@ -227,19 +273,39 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     if p.statement_timeout.get().as_millis() > i32::MAX as u128 {
-        return Err(ConfigError::invalid("pool.statement_timeout", p.statement_timeout, "at most 24d"));
+        return Err(ConfigError::invalid(
+            "pool.statement_timeout",
+            p.statement_timeout,
+            "at most 24d",
+        ));
     }
     if cfg.breaker.failure_threshold == 0 {
-        return Err(ConfigError::invalid("breaker.failure_threshold", 0, "an integer of at least 1"));
+        return Err(ConfigError::invalid(
+            "breaker.failure_threshold",
+            0,
+            "an integer of at least 1",
+        ));
     }
     if cfg.breaker.message.trim().is_empty() {
-        return Err(ConfigError::invalid("breaker.message", "\"\"", "a message for clinicians"));
+        return Err(ConfigError::invalid(
+            "breaker.message",
+            "\"\"",
+            "a message for clinicians",
+        ));
     }
     if cfg.clients.max_connections == 0 {
-        return Err(ConfigError::invalid("clients.max_connections", 0, "an integer of at least 1"));
+        return Err(ConfigError::invalid(
+            "clients.max_connections",
+            0,
+            "an integer of at least 1",
+        ));
     }
     if cfg.clients.max_message_size < 1024 {
-        return Err(ConfigError::invalid("clients.max_message_size", cfg.clients.max_message_size, "at least 1024 bytes"));
+        return Err(ConfigError::invalid(
+            "clients.max_message_size",
+            cfg.clients.max_message_size,
+            "at least 1024 bytes",
+        ));
     }
     match cfg.clients.auth {
         ClientAuth::Trust if !is_loopback(cfg.listen.ip()) => {
@@ -258,7 +324,11 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         _ => {}
     }
     if cfg.slow_query_threshold.get().is_zero() {
-        return Err(ConfigError::invalid("slow_query_threshold", cfg.slow_query_threshold, "a duration above zero"));
+        return Err(ConfigError::invalid(
+            "slow_query_threshold",
+            cfg.slow_query_threshold,
+            "a duration above zero",
+        ));
     }
     Ok(())
 }
@@ -275,8 +345,14 @@ pub fn parse_database_url(text: &str) -> Result<DatabaseConfig, String> {
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(ACCEPTED.into());
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| ACCEPTED.to_string())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ACCEPTED.to_string())?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let dbname = url.path().trim_start_matches('/');
     if dbname.is_empty() {
         return Err(format!("{ACCEPTED} (the dbname is missing)"));
@@ -292,7 +368,9 @@ pub fn parse_database_url(text: &str) -> Result<DatabaseConfig, String> {
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "sslmode" => {
-                sslmode = v.parse().map_err(|_| format!("sslmode: {}", SslMode::ACCEPTED))?
+                sslmode = v
+                    .parse()
+                    .map_err(|_| format!("sslmode: {}", SslMode::ACCEPTED))?
             }
             "sslrootcert" => sslrootcert = Some(v.into_owned().into()),
             _ => {}

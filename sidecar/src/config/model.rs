@@ -198,7 +198,8 @@ impl Default for PoolConfig {
 impl PoolConfig {
     /// The effective idle-in-transaction timeout (default: pool_recycle).
     pub fn idle_in_transaction(&self) -> ConfigDuration {
-        self.idle_in_transaction_timeout.unwrap_or(self.pool_recycle)
+        self.idle_in_transaction_timeout
+            .unwrap_or(self.pool_recycle)
     }
 }
 

@@ -41,12 +41,19 @@ fn no_env() -> std::collections::HashMap<String, String> {
 
 #[test]
 fn contract_example_file_parses_to_the_defaults() {
-    let cfg = resolve(parse_file("f", FILE).unwrap(), &no_env(), &Overrides::default())
-        .unwrap();
-    assert_eq!(cfg.pool, PoolConfig {
-        idle_in_transaction_timeout: Some(ConfigDuration::from_secs(3600)),
-        ..PoolConfig::default()
-    });
+    let cfg = resolve(
+        parse_file("f", FILE).unwrap(),
+        &no_env(),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.pool,
+        PoolConfig {
+            idle_in_transaction_timeout: Some(ConfigDuration::from_secs(3600)),
+            ..PoolConfig::default()
+        }
+    );
     assert_eq!(cfg.breaker, BreakerConfig::default());
     assert_eq!(cfg.databases[0].server_dbname(), "clinical");
     assert_eq!(cfg.pool.pool_timeout.secs_2dp(), "30.00");
@@ -55,36 +62,80 @@ fn contract_example_file_parses_to_the_defaults() {
 #[test]
 fn precedence_is_flag_over_env_over_file_over_default() {
     let file = parse_file("f", FILE).unwrap();
-    let env = [("POOLWARDEN_POOL_SIZE", "25"), ("POOLWARDEN_MAX_OVERFLOW", "12"), ("POOLWARDEN_MODE", "session")];
-    let flags = Overrides { pool_size: Some("40".into()), ..Default::default() };
+    let env = [
+        ("POOLWARDEN_POOL_SIZE", "25"),
+        ("POOLWARDEN_MAX_OVERFLOW", "12"),
+        ("POOLWARDEN_MODE", "session"),
+    ];
+    let flags = Overrides {
+        pool_size: Some("40".into()),
+        ..Default::default()
+    };
     let cfg = resolve(file.clone(), &env::from_pairs(&env), &flags).unwrap();
     assert_eq!(cfg.pool.pool_size, 40, "flag wins");
     assert_eq!(cfg.pool.max_overflow, 12, "env beats file");
     assert_eq!(cfg.mode, PoolMode::Session);
-    assert_eq!(cfg.pool.pool_timeout.get(), Duration::from_secs(30), "file value kept");
-    let cfg = resolve(Config { databases: file.databases, ..Config::default() }, &no_env(), &Overrides::default()).unwrap();
-    assert_eq!(cfg.pool.pool_recycle.get(), Duration::from_secs(3600), "default");
+    assert_eq!(
+        cfg.pool.pool_timeout.get(),
+        Duration::from_secs(30),
+        "file value kept"
+    );
+    let cfg = resolve(
+        Config {
+            databases: file.databases,
+            ..Config::default()
+        },
+        &no_env(),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.pool.pool_recycle.get(),
+        Duration::from_secs(3600),
+        "default"
+    );
 }
 
 #[test]
 fn database_url_is_a_single_database_named_after_dbname() {
     let flags = Overrides {
-        database_url: Some("postgres://app:s%40cret@db.example:6543/clinical?sslmode=require".into()),
+        database_url: Some(
+            "postgres://app:s%40cret@db.example:6543/clinical?sslmode=require".into(),
+        ),
         ..Default::default()
     };
     let cfg = resolve(Config::default(), &no_env(), &flags).unwrap();
     let db = &cfg.databases[0];
-    assert_eq!((db.name.as_str(), db.host.as_str(), db.port, db.user.as_str()), ("clinical", "db.example", 6543, "app"));
+    assert_eq!(
+        (
+            db.name.as_str(),
+            db.host.as_str(),
+            db.port,
+            db.user.as_str()
+        ),
+        ("clinical", "db.example", 6543, "app")
+    );
     assert_eq!(db.password.as_ref().unwrap().expose(), "s@cret");
     assert_eq!(db.sslmode, SslMode::Require);
-    assert!(!format!("{cfg:?}").contains("s@cret"), "secrets are redacted in Debug");
-    assert!(!serde_yaml_ng::to_string(&cfg).unwrap().contains("s@cret"), "and in YAML");
+    assert!(
+        !format!("{cfg:?}").contains("s@cret"),
+        "secrets are redacted in Debug"
+    );
+    assert!(
+        !serde_yaml_ng::to_string(&cfg).unwrap().contains("s@cret"),
+        "and in YAML"
+    );
 }
 
 #[test]
 fn db_password_env_fills_databases_without_a_url_password() {
     let env = [("POOLWARDEN_DB_PASSWORD", "pw")];
-    let cfg = resolve(parse_file("f", FILE).unwrap(), &env::from_pairs(&env), &Overrides::default()).unwrap();
+    let cfg = resolve(
+        parse_file("f", FILE).unwrap(),
+        &env::from_pairs(&env),
+        &Overrides::default(),
+    )
+    .unwrap();
     assert_eq!(cfg.databases[0].password.as_ref().unwrap().expose(), "pw");
 }
 
@@ -92,15 +143,53 @@ fn db_password_env_fills_databases_without_a_url_password() {
 fn errors_name_the_key_the_value_and_what_is_accepted() {
     let file = parse_file("f", FILE).unwrap();
     let table: Vec<(Vec<(&str, &str)>, Overrides, &str)> = vec![
-        (vec![("POOLWARDEN_POOL_SIZE", "lots")], Overrides::default(), "invalid POOLWARDEN_POOL_SIZE: \"lots\" (accepted: an integer 1..=10000)"),
-        (vec![], Overrides { pool_size: Some("0".into()), ..Default::default() }, "invalid --pool-size: \"0\" (accepted: an integer 1..=10000)"),
-        (vec![], Overrides { pool_timeout: Some("soon".into()), ..Default::default() }, "invalid --pool-timeout: \"soon\""),
-        (vec![("POOLWARDEN_MODE", "statement")], Overrides::default(), "invalid POOLWARDEN_MODE: \"statement\" (accepted: transaction | session)"),
-        (vec![], Overrides { listen: Some("nowhere".into()), ..Default::default() }, "invalid --listen: nowhere"),
-        (vec![], Overrides { database_url: Some("mysql://a:secretpw@b/c".into()), ..Default::default() }, "invalid --database-url: mysql://a:%3Credacted%3E@b/c"),
+        (
+            vec![("POOLWARDEN_POOL_SIZE", "lots")],
+            Overrides::default(),
+            "invalid POOLWARDEN_POOL_SIZE: \"lots\" (accepted: an integer 1..=10000)",
+        ),
+        (
+            vec![],
+            Overrides {
+                pool_size: Some("0".into()),
+                ..Default::default()
+            },
+            "invalid --pool-size: \"0\" (accepted: an integer 1..=10000)",
+        ),
+        (
+            vec![],
+            Overrides {
+                pool_timeout: Some("soon".into()),
+                ..Default::default()
+            },
+            "invalid --pool-timeout: \"soon\"",
+        ),
+        (
+            vec![("POOLWARDEN_MODE", "statement")],
+            Overrides::default(),
+            "invalid POOLWARDEN_MODE: \"statement\" (accepted: transaction | session)",
+        ),
+        (
+            vec![],
+            Overrides {
+                listen: Some("nowhere".into()),
+                ..Default::default()
+            },
+            "invalid --listen: nowhere",
+        ),
+        (
+            vec![],
+            Overrides {
+                database_url: Some("mysql://a:secretpw@b/c".into()),
+                ..Default::default()
+            },
+            "invalid --database-url: mysql://a:%3Credacted%3E@b/c",
+        ),
     ];
     for (env, flags, want) in table {
-        let err = resolve(file.clone(), &env::from_pairs(&env), &flags).unwrap_err().to_string();
+        let err = resolve(file.clone(), &env::from_pairs(&env), &flags)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(want), "got {err:?}, want prefix {want:?}");
         assert!(!err.contains("secretpw"));
     }
@@ -108,25 +197,60 @@ fn errors_name_the_key_the_value_and_what_is_accepted() {
 
 #[test]
 fn file_errors_point_at_the_key() {
-    let err = parse_file("f", "pool:\n  pool_size: many\n").unwrap_err().to_string();
-    assert!(err.contains("pool.pool_size") || err.contains("pool_size"), "{err}");
-    let err = parse_file("f", "pool:\n  pool_sise: 3\n").unwrap_err().to_string();
+    let err = parse_file("f", "pool:\n  pool_size: many\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pool.pool_size") || err.contains("pool_size"),
+        "{err}"
+    );
+    let err = parse_file("f", "pool:\n  pool_sise: 3\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pool_sise"), "{err}");
-    let err = parse_file("f", "pool:\n  pool_timeout: forever\n").unwrap_err().to_string();
+    let err = parse_file("f", "pool:\n  pool_timeout: forever\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("250ms"), "{err}");
 }
 
 #[test]
 fn validation_rules() {
-    let base = resolve(parse_file("f", FILE).unwrap(), &no_env(), &Overrides::default()).unwrap();
+    let base = resolve(
+        parse_file("f", FILE).unwrap(),
+        &no_env(),
+        &Overrides::default(),
+    )
+    .unwrap();
     let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
         (Box::new(|c| c.databases.clear()), "missing databases"),
-        (Box::new(|c| c.listen = "0.0.0.0:6432".parse().unwrap()), "invalid clients.auth"),
-        (Box::new(|c| c.clients.auth = ClientAuth::Md5), "missing clients.auth_file"),
-        (Box::new(|c| c.breaker.failure_threshold = 0), "invalid breaker.failure_threshold"),
-        (Box::new(|c| c.pool.pool_timeout = ConfigDuration::from_secs(0)), "invalid pool.pool_timeout"),
-        (Box::new(|c| { let d = c.databases[0].clone(); c.databases.push(d) }), "invalid databases[1].name"),
-        (Box::new(|c| c.databases[0].sslmode = SslMode::VerifyCa), "missing databases[0].sslrootcert"),
+        (
+            Box::new(|c| c.listen = "0.0.0.0:6432".parse().unwrap()),
+            "invalid clients.auth",
+        ),
+        (
+            Box::new(|c| c.clients.auth = ClientAuth::Md5),
+            "missing clients.auth_file",
+        ),
+        (
+            Box::new(|c| c.breaker.failure_threshold = 0),
+            "invalid breaker.failure_threshold",
+        ),
+        (
+            Box::new(|c| c.pool.pool_timeout = ConfigDuration::from_secs(0)),
+            "invalid pool.pool_timeout",
+        ),
+        (
+            Box::new(|c| {
+                let d = c.databases[0].clone();
+                c.databases.push(d)
+            }),
+            "invalid databases[1].name",
+        ),
+        (
+            Box::new(|c| c.databases[0].sslmode = SslMode::VerifyCa),
+            "missing databases[0].sslrootcert",
+        ),
     ];
     for (mutate, want) in cases {
         let mut c = base.clone();
@@ -139,8 +263,18 @@ fn validation_rules() {
 
 #[test]
 fn rendered_yaml_parses_back_to_the_same_config() {
-    let cfg = resolve(parse_file("f", FILE).unwrap(), &no_env(), &Overrides::default()).unwrap();
+    let cfg = resolve(
+        parse_file("f", FILE).unwrap(),
+        &no_env(),
+        &Overrides::default(),
+    )
+    .unwrap();
     let text = serde_yaml_ng::to_string(&cfg).unwrap();
-    let again = resolve(parse_file("f", &text).unwrap(), &no_env(), &Overrides::default()).unwrap();
+    let again = resolve(
+        parse_file("f", &text).unwrap(),
+        &no_env(),
+        &Overrides::default(),
+    )
+    .unwrap();
     assert_eq!(again, cfg);
 }
