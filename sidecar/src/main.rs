@@ -88,15 +88,40 @@ fn main() -> ExitCode {
         None => {
             let flags = cli.run.overrides();
             match config::load(cli.run.config.as_deref(), &config::env::ProcessEnv, &flags) {
-                Ok(_cfg) => {
-                    eprintln!("poolwarden-sidecar: the proxy is not built yet");
-                    ExitCode::from(1)
-                }
+                Ok(cfg) => serve(cfg),
                 Err(e) => {
                     eprintln!("poolwarden-sidecar: {e}");
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn serve(cfg: config::Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POOLWARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poolwarden-sidecar: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(poolwarden_sidecar::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poolwarden-sidecar: {e}");
+            ExitCode::from(1)
         }
     }
 }

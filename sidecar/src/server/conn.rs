@@ -95,6 +95,20 @@ impl ServerConn {
         }
     }
 
+    /// A message already buffered, without waiting.
+    pub fn try_read(&mut self) -> Result<Option<Frame>, ServerError> {
+        match self.reader.try_frame() {
+            Ok(Some(f)) => {
+                if f.tag == b'S' {
+                    self.note_parameter(&f.body);
+                }
+                Ok(Some(f))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(ServerError::Read(ReadError::Frame(e))),
+        }
+    }
+
     /// Write bytes to the server.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
         self.stream.write_all(bytes).await?;
