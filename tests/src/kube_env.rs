@@ -43,7 +43,10 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
     }))
     .unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
     name
 }
 
@@ -52,9 +55,13 @@ pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = poolwarden_crds::DbPoolPolicy::crd();
     let name = crd.metadata.name.clone().unwrap();
-    crds.patch(&name, &PatchParams::apply("poolwarden-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("apply the CRD");
+    crds.patch(
+        &name,
+        &PatchParams::apply("poolwarden-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the CRD");
     for _ in 0..100 {
         let got = crds.get(&name).await.unwrap();
         let established = got
@@ -74,6 +81,11 @@ pub async fn install_crd(client: &Client) {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish() as u32
 }

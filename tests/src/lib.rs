@@ -3,3 +3,4 @@
 #![forbid(unsafe_code)]
 
 pub mod kube_env;
+pub mod sidecar;

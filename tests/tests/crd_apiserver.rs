@@ -47,7 +47,10 @@ async fn crd_installs_and_serves_the_contract_example() {
     let ns = kube_env::namespace(&client, "crd").await;
     let api: Api<DbPoolPolicy> = Api::namespaced(client.clone(), &ns);
 
-    let created = api.create(&PostParams::default(), &example()).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &example())
+        .await
+        .unwrap();
     let read = api.get("clinical-backend").await.unwrap();
     assert_eq!(read.spec, example().spec);
     assert_eq!(created.metadata.uid, read.metadata.uid);
@@ -58,10 +61,17 @@ async fn crd_installs_and_serves_the_contract_example() {
         .env("KUBECONFIG", kube_env::kubeconfig_path())
         .output()
         .expect("run kubectl");
-    assert!(out.status.success(), "kubectl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "POOL", "OVERFLOW", "UTIL", "PODS", "READY", "AGE"]);
+    assert_eq!(
+        header,
+        ["NAME", "POOL", "OVERFLOW", "UTIL", "PODS", "READY", "AGE"]
+    );
     assert!(text.contains("clinical-backend"), "{text}");
 
     let out = Command::new("kubectl")
@@ -69,7 +79,10 @@ async fn crd_installs_and_serves_the_contract_example() {
         .env("KUBECONFIG", kube_env::kubeconfig_path())
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dbpoolpolicy.poolwarden.dev/clinical-backend");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "dbpoolpolicy.poolwarden.dev/clinical-backend"
+    );
 }
 
 #[tokio::test]
@@ -85,8 +98,7 @@ async fn defaults_are_applied_by_the_apiserver() {
     }))
     .unwrap();
     api.create(&PostParams::default(), &minimal).await.unwrap();
-    let raw: serde_json::Value =
-        serde_json::to_value(api.get("minimal").await.unwrap()).unwrap();
+    let raw: serde_json::Value = serde_json::to_value(api.get("minimal").await.unwrap()).unwrap();
     assert_eq!(raw["spec"]["pool"]["poolSize"], 20);
     assert_eq!(raw["spec"]["pool"]["maxOverflow"], 10);
 }
@@ -102,10 +114,26 @@ async fn invalid_specs_are_refused_with_a_422_naming_the_field() {
         &kube::api::ApiResource::erase::<DbPoolPolicy>(&()),
     );
     let cases = [
-        ("/spec/pool/poolSize", serde_json::json!(0), "spec.pool.poolSize"),
-        ("/spec/pool/mode", serde_json::json!("bogus"), "spec.pool.mode"),
-        ("/spec/autoscaling/scaleUp/utilizationAbove", serde_json::json!(1.5), "spec.autoscaling.scaleUp.utilizationAbove"),
-        ("/spec/databases/0/sslMode", serde_json::json!("sometimes"), "spec.databases[0].sslMode"),
+        (
+            "/spec/pool/poolSize",
+            serde_json::json!(0),
+            "spec.pool.poolSize",
+        ),
+        (
+            "/spec/pool/mode",
+            serde_json::json!("bogus"),
+            "spec.pool.mode",
+        ),
+        (
+            "/spec/autoscaling/scaleUp/utilizationAbove",
+            serde_json::json!(1.5),
+            "spec.autoscaling.scaleUp.utilizationAbove",
+        ),
+        (
+            "/spec/databases/0/sslMode",
+            serde_json::json!("sometimes"),
+            "spec.databases[0].sslMode",
+        ),
     ];
     for (i, (pointer, bad, field)) in cases.into_iter().enumerate() {
         let mut obj: serde_json::Value = serde_yaml_ng::from_str(EXAMPLE).unwrap();
@@ -115,7 +143,11 @@ async fn invalid_specs_are_refused_with_a_422_naming_the_field() {
         match err {
             kube::Error::Api(status) => {
                 assert_eq!(status.code, 422, "{status:?}");
-                assert!(status.message.contains(field), "{field} not named in {:?}", status.message);
+                assert!(
+                    status.message.contains(field),
+                    "{field} not named in {:?}",
+                    status.message
+                );
             }
             other => panic!("expected a 422 for {field}, got {other:?}"),
         }
