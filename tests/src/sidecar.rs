@@ -109,6 +109,8 @@ impl Sidecar {
         Self::start_with(|port| config_yaml(port, dbname, mode, pool, ""))
     }
 
+    // A synchronous helper (process start-up), used before a test's async work begins.
+    #[allow(clippy::disallowed_methods)]
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -152,7 +154,9 @@ impl Sidecar {
         )
     }
 
-    /// Send SIGTERM and wait for the exit status (at most `limit`).
+    /// Send SIGTERM and wait for the exit status (at most `limit`). Blocking: call it from
+    /// `spawn_blocking` in async tests.
+    #[allow(clippy::disallowed_methods)]
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")

@@ -229,10 +229,10 @@ async fn clients_over_max_connections_get_53300() {
     let app = unique("pw_maxconn");
     let (a, _ca) = through(&sidecar, "postgres", &app).await.unwrap();
     let (_b, _cb) = through(&sidecar, "postgres", &app).await.unwrap();
-    let err = through(&sidecar, "postgres", &app)
-        .await
-        .err()
-        .expect("third client refused");
+    let err = match through(&sidecar, "postgres", &app).await {
+        Ok(_) => panic!("third client refused"),
+        Err(e) => e,
+    };
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
     assert_eq!(db.code().code(), "53300");
     assert!(

@@ -120,10 +120,10 @@ async fn session_mode_holds_one_backend_per_client() {
         "kept, public"
     );
     // Both connections are held: a third client cannot log in within pool_timeout.
-    let err = through(&sidecar, "postgres", &app)
-        .await
-        .err()
-        .expect("pool full");
+    let err = match through(&sidecar, "postgres", &app).await {
+        Ok(_) => panic!("pool full"),
+        Err(e) => e,
+    };
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
     assert_eq!(db.code().code(), "53300");
     assert_eq!(

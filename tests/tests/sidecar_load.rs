@@ -87,7 +87,7 @@ async fn heavy_exhaustion_35_long_transactions_on_a_20_10_pool() {
         clients.push(Arc::new(c));
     }
     let mut tasks = Vec::new();
-    for c in clients.iter().cloned() {
+    for c in clients.clone() {
         tasks.push(tokio::spawn(async move {
             let start = Instant::now();
             if let Err(e) = c.batch_execute("BEGIN").await {

@@ -70,7 +70,7 @@ impl fmt::Display for ConfigDuration {
             ("m", 60_000),
             ("s", 1000),
         ] {
-            if ms % size == 0 {
+            if ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }

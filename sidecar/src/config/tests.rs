@@ -142,7 +142,8 @@ fn db_password_env_fills_databases_without_a_url_password() {
 #[test]
 fn errors_name_the_key_the_value_and_what_is_accepted() {
     let file = parse_file("f", FILE).unwrap();
-    let table: Vec<(Vec<(&str, &str)>, Overrides, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Overrides, &'a str);
+    let table: Vec<Case<'_>> = vec![
         (
             vec![("POOLWARDEN_POOL_SIZE", "lots")],
             Overrides::default(),
@@ -222,7 +223,8 @@ fn validation_rules() {
         &Overrides::default(),
     )
     .unwrap();
-    let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Config)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|c| c.databases.clear()), "missing databases"),
         (
             Box::new(|c| c.listen = "0.0.0.0:6432".parse().unwrap()),

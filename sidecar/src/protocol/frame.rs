@@ -165,7 +165,8 @@ mod tests {
     #[test]
     fn framing_edge_cases() {
         // (input, limit, expected)
-        let table: &[(&[u8], usize, Result<Option<u8>, FrameError>)] = &[
+        type Case = (&'static [u8], usize, Result<Option<u8>, FrameError>);
+        let table: &[Case] = &[
             (b"", 100, Ok(None)),
             (b"Q", 100, Ok(None)),
             (b"Q\0\0\0", 100, Ok(None)),

@@ -111,7 +111,7 @@ fn parse_params(body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
         return Err(StartupError::Malformed);
     };
     let parts: Vec<&[u8]> = pairs.split(|b| *b == 0).collect();
-    if parts.len() % 2 != 0 {
+    if !parts.len().is_multiple_of(2) {
         return Err(StartupError::Malformed);
     }
     parts

@@ -12,11 +12,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::cancel::CancelRegistry;
-use super::pools::Pools;
+use super::pools::{ObserverFactory, Pools};
 use super::session::{self, Ctx, Phase};
 use super::startup::{self, Refusal, Startup};
 use crate::config::Config;
-use crate::pool::PoolObserver;
 use crate::protocol::sqlstate;
 use crate::server::ConnectError;
 
@@ -55,7 +54,7 @@ impl Proxy {
     /// As [`Proxy::bind`], with a metrics observer factory (by database name).
     pub async fn bind_with_observer(
         config: Config,
-        observer: Option<Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>>,
+        observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
         let pools = Arc::new(Pools::new(&config, observer)?);
         let listener = TcpListener::bind(config.listen)

@@ -16,5 +16,5 @@ mod startup;
 
 pub use cancel::CancelRegistry;
 pub use listener::{Proxy, RunError, termination_signal as listener_signal};
-pub use pools::{DbPool, Pools, ServerManager, pool_settings};
+pub use pools::{DbPool, ObserverFactory, Pools, ServerManager, pool_settings};
 pub use session::Phase;

@@ -56,6 +56,9 @@ impl Manager for ServerManager {
     }
 }
 
+/// Gives each new pool its observer, by database name (for metrics).
+pub type ObserverFactory = Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>;
+
 /// The pool settings from a config.
 pub fn pool_settings(config: &Config) -> PoolSettings {
     PoolSettings {
@@ -82,7 +85,7 @@ pub struct DbPool {
 #[derive(Default)]
 pub struct Pools {
     map: RwLock<HashMap<String, Arc<DbPool>>>,
-    observer: Option<Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>>,
+    observer: Option<ObserverFactory>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -96,10 +99,7 @@ impl std::fmt::Debug for Pools {
 impl Pools {
     /// Pools for every database in `config`. `observer` (optional) gives each new pool an
     /// observer, by database name, for metrics.
-    pub fn new(
-        config: &Config,
-        observer: Option<Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>>,
-    ) -> Result<Self, ConnectError> {
+    pub fn new(config: &Config, observer: Option<ObserverFactory>) -> Result<Self, ConnectError> {
         let pools = Self {
             map: RwLock::default(),
             observer,

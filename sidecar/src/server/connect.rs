@@ -192,7 +192,7 @@ impl Connector {
         if !application_name.is_empty() {
             params.push(("application_name", application_name));
         }
-        frontend::startup_message(params.into_iter(), &mut buf).map_err(io)?;
+        frontend::startup_message(params, &mut buf).map_err(io)?;
         conn.write(&buf).await?;
         self.login(&mut conn).await?;
         Ok(conn)
