@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod kube_env;
+pub mod pg_instance;
 pub mod sidecar;
