@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::cancel::CancelRegistry;
+use super::counters::ProxyCounters;
 use super::pools::{ObserverFactory, Pools};
 use super::session::{self, Ctx, Phase};
 use super::startup::{self, Refusal, Startup};
@@ -43,6 +44,7 @@ pub struct Proxy {
     pools: Arc<Pools>,
     cancels: CancelRegistry,
     phase: watch::Sender<Phase>,
+    counters: Arc<ProxyCounters>,
 }
 
 impl Proxy {
@@ -69,12 +71,18 @@ impl Proxy {
             pools,
             cancels: CancelRegistry::default(),
             phase: watch::channel(Phase::Running).0,
+            counters: Arc::default(),
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Connected clients and transactions served (for metrics).
+    pub fn counters(&self) -> Arc<ProxyCounters> {
+        self.counters.clone()
     }
 
     /// The pools (for the admin API and reloads).
@@ -97,6 +105,7 @@ impl Proxy {
             pools,
             cancels,
             phase,
+            counters,
         } = self;
         let max_clients = config.load().clients.max_connections as usize;
         let limit = Arc::new(Semaphore::new(max_clients));
@@ -105,6 +114,7 @@ impl Proxy {
             pools: pools.clone(),
             cancels,
             phase: phase.subscribe(),
+            counters,
         });
         let mut sessions = JoinSet::new();
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");

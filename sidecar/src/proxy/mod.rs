@@ -8,6 +8,7 @@
 //! ```
 
 mod cancel;
+mod counters;
 mod listener;
 mod pools;
 mod relay;
@@ -15,6 +16,7 @@ mod session;
 mod startup;
 
 pub use cancel::CancelRegistry;
+pub use counters::ProxyCounters;
 pub use listener::{Proxy, RunError, termination_signal as listener_signal};
 pub use pools::{DbPool, ObserverFactory, Pools, ServerManager, pool_settings};
 pub use session::Phase;

@@ -43,7 +43,8 @@ impl Manager for ServerManager {
     }
 
     async fn ping(&self, conn: &mut ServerConn) -> bool {
-        tokio::time::timeout(self.ping_timeout, conn.ping())
+        let limit = self.ping_timeout.min(self.connector.connect_timeout());
+        tokio::time::timeout(limit, conn.ping())
             .await
             .unwrap_or(false)
     }
@@ -183,6 +184,10 @@ impl Pools {
             match self.get(&db.name) {
                 Some(existing) if existing.config == *db => {
                     existing.pool.resize(settings.clone());
+                    existing.pool.manager().connector().set_timeouts(
+                        config.pool.connect_timeout.get(),
+                        config.pool.statement_timeout.get(),
+                    );
                     fresh.insert(db.name.clone(), existing);
                 }
                 other => {

@@ -88,6 +88,8 @@ pub struct Boundaries {
     pub status: u8,
     /// Session state may have been changed (needs `DISCARD ALL` before reuse).
     pub dirty: bool,
+    /// ReadyForQuery `I` messages seen (transactions that ended).
+    pub completed: u64,
 }
 
 impl Boundaries {
@@ -98,6 +100,7 @@ impl Boundaries {
             open_extended: false,
             status: b'I',
             dirty: false,
+            completed: 0,
         }
     }
 
@@ -141,6 +144,9 @@ impl Boundaries {
         if f.tag == b'Z' {
             self.pending = self.pending.saturating_sub(1);
             self.status = f.body.first().copied().unwrap_or(b'I');
+            if self.status == b'I' {
+                self.completed += 1;
+            }
         }
     }
 }
@@ -286,6 +292,7 @@ mod tests {
         b.server_sent(&f(b'Z', b"I"));
         assert!(b.is_clean());
         assert!(!b.dirty);
+        assert_eq!(b.completed, 1, "one transaction ended");
     }
 
     #[test]

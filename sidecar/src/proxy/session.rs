@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::cancel::CancelRegistry;
+use super::counters::ProxyCounters;
 use super::pools::{Pools, ServerManager};
 use super::relay::{Boundaries, ClientIo, Outcome, relay};
 use super::startup::{self, Login, Refusal, Startup};
@@ -41,6 +42,8 @@ pub struct Ctx {
     pub cancels: CancelRegistry,
     /// Life cycle.
     pub phase: watch::Receiver<Phase>,
+    /// Proxy-wide counters.
+    pub counters: Arc<ProxyCounters>,
 }
 
 const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
@@ -151,6 +154,8 @@ impl Session {
             return;
         }
         tracing::debug!(database = %self.login.db.config.name, "client logged in");
+        let ctx = self.ctx.clone();
+        let _connected = ctx.counters.client_connected();
         if let Some(mut c) = held {
             if let Err(e) = self.prepare(c.conn()).await {
                 tracing::warn!(error = %e, "cannot prepare a server connection");
@@ -268,6 +273,7 @@ impl Session {
             &mut self.phase,
         )
         .await;
+        self.ctx.counters.add_transactions(b.completed);
         match outcome {
             Outcome::Released => {
                 give_back(c, b.dirty).await;

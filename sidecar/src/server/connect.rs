@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -66,8 +67,15 @@ pub enum ConnectError {
 pub struct Connector {
     db: DatabaseConfig,
     tls: Option<Arc<ClientConfig>>,
-    connect_timeout: Duration,
-    statement_timeout: Duration,
+    timeouts: Arc<Timeouts>,
+}
+
+/// connect_timeout and statement_timeout in milliseconds, changeable on reload: new server
+/// connections use the new values, open ones keep theirs until they are recycled.
+#[derive(Debug)]
+struct Timeouts {
+    connect_ms: AtomicU64,
+    statement_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Connector {
@@ -92,12 +100,26 @@ impl Connector {
                 message,
             }
         })?;
-        Ok(Self {
-            db,
-            tls,
-            connect_timeout,
-            statement_timeout,
-        })
+        let timeouts = Arc::new(Timeouts {
+            connect_ms: AtomicU64::new(connect_timeout.as_millis() as u64),
+            statement_ms: AtomicU64::new(statement_timeout.as_millis() as u64),
+        });
+        Ok(Self { db, tls, timeouts })
+    }
+
+    /// Use new timeouts for connections opened from now on.
+    pub fn set_timeouts(&self, connect_timeout: Duration, statement_timeout: Duration) {
+        self.timeouts
+            .connect_ms
+            .store(connect_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.timeouts
+            .statement_ms
+            .store(statement_timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The connect_timeout in force.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.connect_ms.load(Ordering::Relaxed))
     }
 
     /// The database this connector serves.
@@ -111,7 +133,7 @@ impl Connector {
     pub async fn connect(&self, application_name: &str) -> Result<ServerConn, ConnectError> {
         let addr = format!("{}:{}", self.db.host, self.db.port);
         match tokio::time::timeout(
-            self.connect_timeout,
+            self.connect_timeout(),
             self.connect_inner(&addr, application_name),
         )
         .await
@@ -180,7 +202,7 @@ impl Connector {
         };
         let options = format!(
             "-c statement_timeout={}",
-            self.statement_timeout.as_millis()
+            self.timeouts.statement_ms.load(Ordering::Relaxed)
         );
         let mut buf = BytesMut::new();
         let mut params = vec![
