@@ -242,3 +242,45 @@ async fn clients_over_max_connections_get_53300() {
     );
     assert_eq!(scalar(&a, "SELECT 1").await.unwrap(), "1");
 }
+
+#[tokio::test]
+async fn garbage_inside_a_transaction_rolls_it_back() {
+    let sidecar = Sidecar::start(
+        "postgres",
+        "transaction",
+        "  pool_size: 1\n  max_overflow: 0",
+    );
+    let db = poolwarden_tests::sidecar::direct("postgres").await;
+    let table = unique("pw_garbage_tx");
+    db.batch_execute(&format!("CREATE TABLE {table} (id int)"))
+        .await
+        .unwrap();
+    let mut s = logged_in(&sidecar).await;
+    let sql = format!("BEGIN; INSERT INTO {table} VALUES (1)\0");
+    let mut q = vec![b'Q'];
+    q.extend(((sql.len() + 4) as i32).to_be_bytes());
+    q.extend(sql.as_bytes());
+    s.write_all(&q).await.unwrap();
+    loop {
+        let (tag, body) = read_msg(&mut s).await.expect("answer");
+        if tag == b'Z' {
+            assert_eq!(body, b"T");
+            break;
+        }
+    }
+    s.write_all(b"\x01\x02\x03\x04\x05").await.unwrap();
+    expect_fatal_and_close(&mut s, "08P01").await;
+    // The transaction was rolled back and the single pool slot serves the next client.
+    let (c, _conn) = through(&sidecar, "postgres", &unique("pw_after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&c, &format!("SELECT count(*) FROM {table}"))
+            .await
+            .unwrap(),
+        "0"
+    );
+    db.batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
