@@ -49,7 +49,15 @@ mod tests {
 
     #[test]
     fn overflow_formula_rounds_up() {
-        let table = [(0, 0), (1, 1), (5, 3), (20, 10), (25, 13), (60, 30), (u32::MAX, 1 << 31)];
+        let table = [
+            (0, 0),
+            (1, 1),
+            (5, 3),
+            (20, 10),
+            (25, 13),
+            (60, 30),
+            (u32::MAX, 1 << 31),
+        ];
         for (pool, want) in table {
             assert_eq!(max_overflow_for_pool(pool), want, "pool={pool}");
         }

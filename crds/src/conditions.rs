@@ -11,8 +11,14 @@ pub mod types {
     pub const BREAKER_OPEN: &str = "BreakerOpen";
 
     /// Every condition type the operator writes, in display order.
-    pub const ALL: [&str; 6] =
-        [READY, SPEC_VALID, SCALING, BUDGET_LIMITED, POOL_SATURATED, BREAKER_OPEN];
+    pub const ALL: [&str; 6] = [
+        READY,
+        SPEC_VALID,
+        SCALING,
+        BUDGET_LIMITED,
+        POOL_SATURATED,
+        BREAKER_OPEN,
+    ];
 }
 
 /// Reasons for conditions, Events and `status.history`.

@@ -406,7 +406,10 @@ pub struct AlertingSpec {
 
 impl Default for AlertingSpec {
     fn default() -> Self {
-        Self { warning: AlertThreshold::warning(), critical: AlertThreshold::critical() }
+        Self {
+            warning: AlertThreshold::warning(),
+            critical: AlertThreshold::critical(),
+        }
     }
 }
 
@@ -424,10 +427,16 @@ pub struct AlertThreshold {
 
 impl AlertThreshold {
     fn warning() -> Self {
-        Self { utilization_above: d::warning_above(), for_seconds: d::warning_for_seconds() }
+        Self {
+            utilization_above: d::warning_above(),
+            for_seconds: d::warning_for_seconds(),
+        }
     }
     fn critical() -> Self {
-        Self { utilization_above: d::critical_above(), for_seconds: d::critical_for_seconds() }
+        Self {
+            utilization_above: d::critical_above(),
+            for_seconds: d::critical_for_seconds(),
+        }
     }
 }
 
@@ -491,6 +500,19 @@ pub struct DbPoolPolicyStatus {
     /// restarts without an external database.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub daily_utilization: Vec<DailyUtilization>,
+    /// Utilization samples of the last 10 minutes (at most 120, newest last): the short
+    /// windows behind scale-up and the PoolSaturated alert, kept here so they survive an
+    /// operator restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_utilization: Vec<UtilizationSample>,
+    /// Per-minute utilization of the last 3 hours (at most 180, newest last): the windows
+    /// behind scale-down stabilization and the 1-hour average.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minute_utilization: Vec<MinuteUtilization>,
+    /// When the monthly capacity review last added a step (RFC 3339). The review runs at
+    /// most once per review window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_review_time: Option<String>,
     /// Standard conditions: Ready, SpecValid, Scaling, BudgetLimited, PoolSaturated,
     /// BreakerOpen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -570,6 +592,36 @@ pub struct DailyUtilization {
     pub samples: u32,
 }
 
+/// One utilization sample of the whole policy, taken from a metrics scrape.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UtilizationSample {
+    /// When the sample was taken (RFC 3339).
+    pub time: String,
+    /// Utilization of the busiest pool (checked out / pool size) across the reporting pods.
+    pub utilization: f64,
+    /// Demand of the busiest pool: checked out connections plus waiting clients.
+    pub demand: u32,
+}
+
+/// Utilization aggregated over one UTC minute.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MinuteUtilization {
+    /// Start of the minute (RFC 3339).
+    pub minute: String,
+    /// Lowest sampled utilization in the minute.
+    pub min: f64,
+    /// Highest sampled utilization in the minute.
+    pub max: f64,
+    /// Mean sampled utilization in the minute.
+    pub average: f64,
+    /// Highest sampled demand (checked out + waiting) in the minute.
+    pub max_demand: u32,
+    /// Number of samples behind the aggregates.
+    pub samples: u32,
+}
+
 /// A condition in the shape of metav1.Condition.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -587,7 +639,6 @@ pub struct Condition {
     /// A CamelCase reason for the last transition.
     pub reason: String,
     /// A human-readable message about the transition.
-    #[serde(default)]
     pub message: String,
 }
 

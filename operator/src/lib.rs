@@ -10,3 +10,7 @@
 //! ```
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
+
+pub mod autoscale;
+pub mod budget;
+pub mod webhook;

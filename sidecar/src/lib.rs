@@ -9,7 +9,14 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
+pub mod breaker;
 pub mod config;
+pub mod file_stamp;
+pub mod fingerprint;
+pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;

@@ -99,14 +99,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(cfg: config::Config) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POOLWARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    if let Err(e) = poolwarden_sidecar::logging::init(&config::env::ProcessEnv) {
+        eprintln!("poolwarden-sidecar: cannot set up logging: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

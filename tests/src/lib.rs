@@ -2,6 +2,8 @@
 //! throwaway PostgreSQL instances and the project's binaries.
 #![forbid(unsafe_code)]
 
+pub mod hazard;
 pub mod kube_env;
 pub mod pg_instance;
 pub mod sidecar;
+pub mod wardround;

@@ -92,7 +92,7 @@ impl Sidecar {
         let child = Command::new(sidecar_binary())
             .arg("--config")
             .arg(&file)
-            .env("POOLWARDEN_LOG", "info")
+            .env("RUST_LOG", "info")
             .env_remove("POOLWARDEN_DATABASE_URL")
             .env_remove("POOLWARDEN_POOL_SIZE")
             .stdout(Stdio::null())

@@ -77,10 +77,12 @@ pub fn resolve(mut cfg: Config, env: &dyn Env, flags: &Overrides) -> Result<Conf
     }
     // Flags.
     apply(&mut cfg, flags, &FlagNames)?;
-    // POOLWARDEN_DB_PASSWORD fills every database that has no password of its own from a URL.
+    // POOLWARDEN_DB_PASSWORD is the default password: it fills every database that has no
+    // password of its own (from a URL) and no per-database password_file. A per-database
+    // setting beats a pod-wide default, so several databases with several Secrets work.
     if let Some(pw) = env.var(env::DB_PASSWORD) {
         for db in &mut cfg.databases {
-            if db.password.is_none() {
+            if db.password.is_none() && db.password_file.is_none() {
                 db.password = Some(Secret::new(pw.clone()));
             }
         }

@@ -11,6 +11,7 @@ pub mod env;
 mod error;
 mod load;
 mod model;
+pub mod reload;
 
 pub use duration::{ConfigDuration, parse_duration};
 pub use error::ConfigError;
@@ -19,6 +20,7 @@ pub use load::{
     validate,
 };
 pub use model::*;
+pub use reload::{ReloadError, ReloadHandle, ReloadOptions, ReloadSource, ReloadTrigger, Reloader};
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,11 @@ admin:
 slow_query_threshold: 5s
 "#;
 
+/// (environment, flags, expected error prefix)
+type ErrorCase = (Vec<(&'static str, &'static str)>, Overrides, &'static str);
+/// A change to a valid config that must make it invalid.
+type Mutation = Box<dyn Fn(&mut Config)>;
+
 fn no_env() -> std::collections::HashMap<String, String> {
     env::from_pairs(&[])
 }
@@ -128,7 +133,7 @@ fn database_url_is_a_single_database_named_after_dbname() {
 }
 
 #[test]
-fn db_password_env_fills_databases_without_a_url_password() {
+fn db_password_env_fills_databases_without_a_password_of_their_own() {
     let env = [("POOLWARDEN_DB_PASSWORD", "pw")];
     let cfg = resolve(
         parse_file("f", FILE).unwrap(),
@@ -136,14 +141,22 @@ fn db_password_env_fills_databases_without_a_url_password() {
         &Overrides::default(),
     )
     .unwrap();
-    assert_eq!(cfg.databases[0].password.as_ref().unwrap().expose(), "pw");
+    // The example's database has a password_file: the per-database file wins.
+    assert!(cfg.databases[0].password.is_none());
+    let mut file = parse_file("f", FILE).unwrap();
+    let mut second = file.databases[0].clone();
+    second.name = "second".into();
+    second.password_file = None;
+    file.databases.push(second);
+    let cfg = resolve(file, &env::from_pairs(&env), &Overrides::default()).unwrap();
+    assert!(cfg.databases[0].password.is_none());
+    assert_eq!(cfg.databases[1].password.as_ref().unwrap().expose(), "pw");
 }
 
 #[test]
 fn errors_name_the_key_the_value_and_what_is_accepted() {
     let file = parse_file("f", FILE).unwrap();
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Overrides, &'a str);
-    let table: Vec<Case<'_>> = vec![
+    let table: Vec<ErrorCase> = vec![
         (
             vec![("POOLWARDEN_POOL_SIZE", "lots")],
             Overrides::default(),
@@ -223,7 +236,6 @@ fn validation_rules() {
         &Overrides::default(),
     )
     .unwrap();
-    type Mutation = Box<dyn Fn(&mut Config)>;
     let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|c| c.databases.clear()), "missing databases"),
         (
