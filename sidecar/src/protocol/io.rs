@@ -49,6 +49,11 @@ impl FrameReader {
         decode(&mut self.buf, self.max_len, self.valid_tag)
     }
 
+    /// The buffered bytes not yet taken as frames.
+    pub fn into_buffer(self) -> BytesMut {
+        self.buf
+    }
+
     /// Whether bytes are buffered.
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

@@ -16,7 +16,8 @@ use super::counters::ProxyCounters;
 use super::pools::{ObserverFactory, Pools};
 use super::session::{self, Ctx, Phase};
 use super::startup::{self, Refusal, Startup};
-use crate::config::Config;
+use crate::auth::{AuthFileError, SharedAuthFile};
+use crate::config::{ClientAuth, Config};
 use crate::protocol::sqlstate;
 use crate::server::ConnectError;
 
@@ -31,6 +32,9 @@ pub enum RunError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The client users file cannot be read.
+    #[error(transparent)]
+    AuthFile(#[from] AuthFileError),
     /// A database's connection settings are unusable (e.g. its sslrootcert).
     #[error(transparent)]
     Database(#[from] ConnectError),
@@ -45,6 +49,7 @@ pub struct Proxy {
     cancels: CancelRegistry,
     phase: watch::Sender<Phase>,
     counters: Arc<ProxyCounters>,
+    users: Option<Arc<SharedAuthFile>>,
 }
 
 impl Proxy {
@@ -59,6 +64,10 @@ impl Proxy {
         observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
         let pools = Arc::new(Pools::new(&config, observer)?);
+        let users = match (&config.clients.auth, &config.clients.auth_file) {
+            (ClientAuth::Trust, _) | (_, None) => None,
+            (_, Some(path)) => Some(Arc::new(SharedAuthFile::load(path)?)),
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| RunError::Bind {
@@ -72,6 +81,7 @@ impl Proxy {
             cancels: CancelRegistry::default(),
             phase: watch::channel(Phase::Running).0,
             counters: Arc::default(),
+            users,
         })
     }
 
@@ -106,6 +116,7 @@ impl Proxy {
             cancels,
             phase,
             counters,
+            users,
         } = self;
         let max_clients = config.load().clients.max_connections as usize;
         let limit = Arc::new(Semaphore::new(max_clients));
@@ -115,6 +126,7 @@ impl Proxy {
             cancels,
             phase: phase.subscribe(),
             counters,
+            users,
         });
         let mut sessions = JoinSet::new();
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");

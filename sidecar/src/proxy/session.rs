@@ -13,6 +13,7 @@ use super::counters::ProxyCounters;
 use super::pools::{Pools, ServerManager};
 use super::relay::{Boundaries, ClientIo, Outcome, relay};
 use super::startup::{self, Login, Refusal, Startup};
+use crate::auth::SharedAuthFile;
 use crate::config::{Config, PoolMode};
 use crate::pool::{Checkout, CheckoutError, CloseReason};
 use crate::protocol::build::{self, Severity};
@@ -44,6 +45,8 @@ pub struct Ctx {
     pub phase: watch::Receiver<Phase>,
     /// Proxy-wide counters.
     pub counters: Arc<ProxyCounters>,
+    /// The client users file (scram-sha-256 / md5), if configured.
+    pub users: Option<Arc<SharedAuthFile>>,
 }
 
 const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
@@ -73,9 +76,18 @@ pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>) {
         Ok(l) => l,
         Err(r) => return refuse(&mut sock, &r).await,
     };
-    if let Err(r) = startup::authenticate(&config.clients, &login.user, &mut sock).await {
-        return refuse(&mut sock, &r).await;
-    }
+    let rest = match startup::authenticate(
+        &config.clients,
+        ctx.users.as_deref(),
+        &login.user,
+        &mut sock,
+        rest,
+    )
+    .await
+    {
+        Ok(rest) => rest,
+        Err(r) => return refuse(&mut sock, &r).await,
+    };
     let mut session = Session::new(sock, rest, login, ctx, &config);
     session.run().await;
 }

@@ -11,9 +11,12 @@ use tokio::net::TcpStream;
 
 use super::cancel::{CancelHandle, CancelRegistry};
 use super::pools::{DbPool, Pools};
+use crate::auth::{AuthRequest, ClientAuthenticator, SharedAuthFile};
 use crate::config::{ClientAuth, ClientsConfig};
 use crate::pool::CheckoutError;
 use crate::protocol::build::{self, Severity};
+use crate::protocol::frame::is_frontend_tag;
+use crate::protocol::io::{FrameReader, ReadError};
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{self, StartupError, StartupPacket};
 
@@ -121,21 +124,63 @@ pub async fn forward_cancel(cancels: &CancelRegistry, pid: i32, key: i32) {
 }
 
 /// Client authentication: the one place it happens. `trust` accepts (config validation only
-/// allows it on a loopback listener); `scram-sha-256` and `md5` against the auth file plug in
-/// here.
+/// allows it on a loopback listener); `scram-sha-256` and `md5` run the [`ClientAuthenticator`]
+/// against the users file. `rest` holds bytes already read past the startup packet and comes
+/// back with whatever follows the last authentication message. AuthenticationOk itself is
+/// sent with the greeting.
 pub async fn authenticate(
     clients: &ClientsConfig,
-    _user: &str,
-    _sock: &mut TcpStream,
-) -> Result<(), Refusal> {
-    match clients.auth {
-        ClientAuth::Trust => Ok(()),
-        ClientAuth::ScramSha256 | ClientAuth::Md5 => Err(Refusal::new(
-            sqlstate::INVALID_AUTHORIZATION,
-            "client authentication with scram-sha-256 or md5 is not available in this build yet; use trust on a loopback listener",
-        )),
+    users: Option<&SharedAuthFile>,
+    user: &str,
+    sock: &mut TcpStream,
+    rest: BytesMut,
+) -> Result<BytesMut, Refusal> {
+    if clients.auth == ClientAuth::Trust {
+        return Ok(rest);
+    }
+    let stored = users.and_then(|u| u.get(user));
+    let (mut auth, mut request) = ClientAuthenticator::start(clients.auth, user, stored.as_ref());
+    let mut reader = FrameReader::with_buffer(rest, MAX_AUTH_MESSAGE, is_frontend_tag);
+    let gone = || {
+        Refusal::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client left during authentication",
+        )
+    };
+    loop {
+        if request != AuthRequest::Ok {
+            sock.write_all(&request.encode())
+                .await
+                .map_err(|_| gone())?;
+        }
+        if auth.is_authenticated() {
+            return Ok(reader.into_buffer());
+        }
+        let frame = match reader.read_frame(sock).await {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(ReadError::Io(_)) => return Err(gone()),
+            Err(ReadError::Frame(e)) => {
+                return Err(Refusal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid authentication message: {e}"),
+                ));
+            }
+        };
+        if frame.tag != b'p' {
+            return Err(Refusal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "expected a password message",
+            ));
+        }
+        request = auth.receive(&frame.body).map_err(|e| Refusal {
+            code: e.sqlstate(),
+            message: e.to_string(),
+        })?;
     }
 }
+
+/// Largest authentication message accepted from a client.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// Who logged in, with what.
 #[derive(Clone)]
