@@ -267,6 +267,59 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
+    /// default), in paused time, over real loopback sockets: a client inside a transaction
+    /// that sends nothing is cut off after the hour, not before.
+    #[tokio::test(start_paused = true)]
+    async fn idle_in_transaction_fires_after_one_hour_of_paused_time() {
+        use crate::server::{CancelTarget, ServerStream};
+        use tokio::net::{TcpListener, TcpStream};
+
+        async fn pair() -> (TcpStream, TcpStream) {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (b, _) = l.accept().await.unwrap();
+            (a, b)
+        }
+        let (_app, proxy_client) = pair().await;
+        let (proxy_server, _postgres) = pair().await;
+        let (rd, wr) = proxy_client.into_split();
+        let mut client = ClientIo::new(rd, wr, BytesMut::new(), 1 << 20);
+        let mut server = ServerConn::for_tests(
+            ServerStream::Plain(proxy_server),
+            CancelTarget {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                pid: 1,
+                key: 1,
+            },
+        );
+        let (_tx, mut phase) = watch::channel(Phase::Running);
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            // Inside a transaction, nothing in flight: the client's turn.
+            let mut b = Boundaries {
+                status: b'T',
+                ..Boundaries::new()
+            };
+            let out = relay(
+                &mut client,
+                &mut server,
+                None,
+                &mut b,
+                false,
+                Duration::from_secs(3600),
+                &mut phase,
+            )
+            .await;
+            (out, start.elapsed())
+        });
+        tokio::time::sleep(Duration::from_secs(3599)).await;
+        assert!(!task.is_finished(), "cut off before the hour");
+        let (out, after) = task.await.unwrap();
+        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
+        assert_eq!(after, Duration::from_secs(3600));
+    }
+
     fn f(tag: u8, body: &'static [u8]) -> Frame {
         Frame {
             tag,

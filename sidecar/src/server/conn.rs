@@ -82,6 +82,18 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// A connection over `stream` that skipped the login (for tests of the relay).
+    #[cfg(test)]
+    pub(crate) fn for_tests(stream: ServerStream, cancel: CancelTarget) -> Self {
+        Self {
+            stream,
+            reader: server_reader(),
+            params: HashMap::new(),
+            cancel,
+            created: Instant::now(),
+        }
+    }
+
     /// The next message from the server.
     pub async fn read(&mut self) -> Result<Frame, ServerError> {
         match self.reader.read_frame(&mut self.stream).await? {
