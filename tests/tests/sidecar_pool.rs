@@ -23,8 +23,10 @@ fn watch_backends(app: String) -> (Arc<AtomicBool>, tokio::task::JoinHandle<i64>
     (stop, handle)
 }
 
+/// Hazard log, load test: 50 concurrent clients, each a short transaction, through a 20/10
+/// pool: all finish within 5 s, none gets a pool error, at most 30 backends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn heavy_load_50_clients_through_a_20_10_pool() {
+async fn heavy_load() {
     let sidecar = Sidecar::start(
         "postgres",
         "transaction",
@@ -71,8 +73,11 @@ async fn heavy_load_50_clients_through_a_20_10_pool() {
     assert!(max >= 1, "the watcher never saw a sidecar backend");
 }
 
+/// Hazard log, pool exhaustion test: 35 concurrent long transactions on a 20/10 pool with a
+/// 2 s pool_timeout: 30 hold connections, 5 wait and then fail with the exact QueuePool error
+/// (not before pool_timeout), and stay usable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn heavy_exhaustion_35_long_transactions_on_a_20_10_pool() {
+async fn heavy_exhaustion() {
     let sidecar = Sidecar::start(
         "postgres",
         "transaction",
