@@ -343,3 +343,33 @@ async fn client_gone_mid_transaction_rolls_back_and_pool_stays_healthy() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_the_queue_does_not_take_a_connection() {
+    let sidecar = Sidecar::start(
+        "postgres",
+        "transaction",
+        "  pool_size: 1\n  max_overflow: 0\n  pool_timeout: 10s",
+    );
+    let app = unique("pw_leaver");
+    let (holder, _ch) = through(&sidecar, "postgres", &app).await.unwrap();
+    let (leaver, leaver_conn) = through(&sidecar, "postgres", &app).await.unwrap();
+    holder.batch_execute("BEGIN").await.unwrap();
+    let pid = scalar(&holder, "SELECT pg_backend_pid()").await.unwrap();
+    // The leaver queues for the only connection, then goes away.
+    let waiting = tokio::spawn(async move { leaver.simple_query("SELECT 1").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    leaver_conn.abort();
+    let _ = leaver_conn.await;
+    let _ = waiting.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    // The connection went back to the pool, not to the departed client: same backend.
+    let (next, _cn) = through(&sidecar, "postgres", &app).await.unwrap();
+    let start = Instant::now();
+    assert_eq!(scalar(&next, "SELECT pg_backend_pid()").await.unwrap(), pid);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the next client waited"
+    );
+}

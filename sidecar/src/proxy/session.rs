@@ -205,12 +205,10 @@ impl Session {
                         .await;
                 }
             };
-            let checkout = self
-                .login
-                .db
-                .pool
-                .checkout(&self.login.application_name)
-                .await;
+            let Some(checkout) = self.checkout_while_connected().await else {
+                tracing::debug!("client left while waiting for a server connection");
+                return;
+            };
             let mut c = match checkout {
                 Ok(c) => c,
                 Err(CheckoutError::Closed) => {
@@ -242,6 +240,29 @@ impl Session {
             }
             if *self.phase.borrow() >= Phase::Draining {
                 return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+            }
+        }
+    }
+
+    /// Check out a server connection, giving up (`None`) if the client closes its socket
+    /// while it waits, so a client that went away neither keeps its place in the queue nor
+    /// takes a connection from the next one.
+    async fn checkout_while_connected(
+        &mut self,
+    ) -> Option<Result<Checkout<ServerManager>, CheckoutError<crate::server::ConnectError>>> {
+        let pool = self.login.db.pool.clone();
+        let checkout = pool.checkout(&self.login.application_name);
+        tokio::pin!(checkout);
+        let mut watch_eof = true;
+        let mut probe = [0u8; 1];
+        loop {
+            tokio::select! {
+                r = &mut checkout => return Some(r),
+                peeked = self.client.rd.peek(&mut probe), if watch_eof => match peeked {
+                    Ok(0) | Err(_) => return None,
+                    // More messages are waiting: the client is there; stop watching.
+                    Ok(_) => watch_eof = false,
+                },
             }
         }
     }
