@@ -17,3 +17,17 @@ pub mod file_stamp;
 pub mod fingerprint;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+
+pub use proxy::{Proxy, RunError};
+
+/// Run the proxy with `config` until SIGTERM (or SIGINT), then drain and stop. An admin
+/// server or a reload loop runs beside it by using [`Proxy::bind`], [`Proxy::pools`] and
+/// [`Proxy::config`] directly instead.
+pub async fn run(config: config::Config) -> Result<(), RunError> {
+    let proxy = Proxy::bind(config).await?;
+    proxy.serve(proxy::listener_signal()).await
+}

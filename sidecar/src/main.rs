@@ -88,15 +88,35 @@ fn main() -> ExitCode {
         None => {
             let flags = cli.run.overrides();
             match config::load(cli.run.config.as_deref(), &config::env::ProcessEnv, &flags) {
-                Ok(_cfg) => {
-                    eprintln!("poolwarden-sidecar: the proxy is not built yet");
-                    ExitCode::from(1)
-                }
+                Ok(cfg) => serve(cfg),
                 Err(e) => {
                     eprintln!("poolwarden-sidecar: {e}");
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn serve(cfg: config::Config) -> ExitCode {
+    if let Err(e) = poolwarden_sidecar::logging::init(&config::env::ProcessEnv) {
+        eprintln!("poolwarden-sidecar: cannot set up logging: {e}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poolwarden-sidecar: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(poolwarden_sidecar::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poolwarden-sidecar: {e}");
+            ExitCode::from(1)
         }
     }
 }

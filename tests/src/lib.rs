@@ -5,4 +5,6 @@
 pub mod hazard;
 pub mod kube_env;
 pub mod operator;
+pub mod pg_instance;
+pub mod sidecar;
 pub mod wardround;

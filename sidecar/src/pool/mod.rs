@@ -1,0 +1,340 @@
+//! QueuePool: at most pool_size + max_overflow server connections, a FIFO queue of clients
+//! that wait at most pool_timeout, overflow connections closed on return, pre-ping, recycle
+//! by age, live resize. The bookkeeping is pure ([`state`]); this file adds the async
+//! waiting and the calls to the [`Manager`] that opens, pings and closes connections.
+//!
+//! ```text
+//!  checkout ─▶ State::begin_checkout ─┬─ Idle ─▶ recycle? pre-ping? ─▶ Checkout
+//!                                     ├─ Open ─▶ Manager::connect ──▶ Checkout
+//!                                     └─ Wait ─▶ (FIFO, ≤ pool_timeout) ─▶ Grant ─▶ …
+//!  Checkout::release ─▶ State::check_in ─▶ next waiter | idle | close (overflow, recycle…)
+//! ```
+
+mod observer;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use observer::{CloseReason, Counters, CountersSnapshot, PoolObserver};
+pub use state::{Entry, Grant, PoolSettings, PoolStats, State, Step};
+
+/// Opens, checks and closes the pooled connections.
+pub trait Manager: Send + Sync + 'static {
+    /// The connection type.
+    type Conn: Send + 'static;
+    /// A failure to open one.
+    type Error: std::fmt::Display + Send + 'static;
+    /// Open a connection; `application_name` is the requesting client's.
+    fn connect(
+        &self,
+        application_name: &str,
+    ) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// Whether an idle connection is still alive.
+    fn ping(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
+    /// Close a connection (may spawn the goodbye).
+    fn close(&self, conn: Self::Conn, reason: CloseReason);
+}
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError<E: std::fmt::Display> {
+    /// Waited pool_timeout; the message is the exact QueuePool text.
+    #[error("{0}")]
+    Timeout(String),
+    /// Opening a new connection failed.
+    #[error("{0}")]
+    Connect(E),
+    /// The pool is shut down.
+    #[error("the pool is shut down")]
+    Closed,
+}
+
+struct Shared<M: Manager> {
+    manager: M,
+    state: Mutex<State<M::Conn>>,
+    counters: Counters,
+    observer: Option<Arc<dyn PoolObserver>>,
+}
+
+/// A QueuePool. Cheap to clone.
+pub struct Pool<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    fn lock(&self) -> MutexGuard<'_, State<M::Conn>> {
+        // The lock is never held across an await or a panic-prone call; recover anyway.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close_all(&self, list: Vec<(M::Conn, CloseReason)>) {
+        for (conn, reason) in list {
+            self.closed(reason);
+            self.manager.close(conn, reason);
+        }
+    }
+
+    fn closed(&self, reason: CloseReason) {
+        self.counters.closed(reason);
+        if let Some(o) = &self.observer {
+            o.closed(reason);
+        }
+    }
+
+    fn release_slot(&self) {
+        self.lock().release_slot();
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// A pool with no connections yet.
+    pub fn new(
+        manager: M,
+        settings: PoolSettings,
+        observer: Option<Arc<dyn PoolObserver>>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                state: Mutex::new(State::new(settings)),
+                counters: Counters::default(),
+                observer,
+            }),
+        }
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+
+    /// Snapshot of the accounting.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.lock().stats()
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> PoolSettings {
+        self.shared.lock().settings().clone()
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> CountersSnapshot {
+        self.shared.counters.snapshot()
+    }
+
+    /// Apply new settings live (see [`State::resize`]).
+    pub fn resize(&self, settings: PoolSettings) {
+        let close = self.shared.lock().resize(settings);
+        self.shared.close_all(close);
+    }
+
+    /// Refuse new checkouts and close the idle connections; checked-out ones close as they
+    /// come back.
+    pub fn shut_down(&self) {
+        let close = self.shared.lock().shut_down();
+        self.shared.close_all(close);
+    }
+
+    /// Get a connection: waits in FIFO order for at most pool_timeout.
+    pub async fn checkout(
+        &self,
+        application_name: &str,
+    ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
+        let start = Instant::now();
+        let step = self.shared.lock().begin_checkout();
+        let grant = match step {
+            Step::Closed => return Err(CheckoutError::Closed),
+            Step::Idle(e) => Grant::Conn(e),
+            Step::Open => Grant::Slot,
+            Step::Wait(id, rx) => self.wait(id, rx, start).await?,
+        };
+        let wait = start.elapsed();
+        self.shared.counters.waited(wait);
+        if let Some(o) = &self.shared.observer {
+            o.waited(wait);
+        }
+        // From here a slot is ours; the guard gives it back if we fail or are dropped.
+        let mut guard = Checkout {
+            pool: self.clone(),
+            entry: None,
+            settled: false,
+        };
+        let settings = self.settings();
+        if let Grant::Conn(mut e) = grant {
+            if Instant::now().saturating_duration_since(e.created) >= settings.pool_recycle {
+                self.shared.closed(CloseReason::Recycle);
+                self.shared.manager.close(e.conn, CloseReason::Recycle);
+            } else if settings.pre_ping && !self.shared.manager.ping(&mut e.conn).await {
+                tracing::info!("pre-ping found a dead server connection; replacing it");
+                self.shared.closed(CloseReason::PrePing);
+                self.shared.manager.close(e.conn, CloseReason::PrePing);
+            } else {
+                guard.entry = Some(e);
+                return Ok(guard);
+            }
+        }
+        match self.shared.manager.connect(application_name).await {
+            Ok(conn) => {
+                self.shared.counters.opened();
+                if let Some(o) = &self.shared.observer {
+                    o.opened();
+                }
+                guard.entry = Some(Entry {
+                    conn,
+                    created: Instant::now(),
+                });
+                Ok(guard)
+            }
+            Err(e) => {
+                self.shared.counters.connect_error();
+                if let Some(o) = &self.shared.observer {
+                    o.connect_error();
+                }
+                Err(CheckoutError::Connect(e))
+            }
+        }
+    }
+
+    async fn wait(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<Grant<M::Conn>>,
+        start: Instant,
+    ) -> Result<Grant<M::Conn>, CheckoutError<M::Error>> {
+        let timeout = self.settings().pool_timeout;
+        let mut waiting = Waiting {
+            pool: self.clone(),
+            id,
+            rx: Some(rx),
+        };
+        let rx = waiting.rx.as_mut().expect("set above");
+        let result = tokio::time::timeout_at(start + timeout, rx).await;
+        match result {
+            Ok(Ok(grant)) => {
+                waiting.rx = None;
+                Ok(grant)
+            }
+            Ok(Err(_)) => {
+                waiting.rx = None;
+                Err(CheckoutError::Closed)
+            }
+            Err(_) => {
+                let mut rx = waiting.rx.take().expect("set above");
+                let removed = self.shared.lock().cancel_wait(id);
+                if !removed && let Ok(grant) = rx.try_recv() {
+                    // Served at the very last moment: take it.
+                    return Ok(grant);
+                }
+                self.shared.counters.timed_out();
+                if let Some(o) = &self.shared.observer {
+                    o.timed_out();
+                }
+                Err(CheckoutError::Timeout(self.settings().timeout_message()))
+            }
+        }
+    }
+}
+
+/// A place in the queue; leaving it early (the client went away) gives back anything that
+/// was already granted.
+struct Waiting<M: Manager> {
+    pool: Pool<M>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Grant<M::Conn>>>,
+}
+
+impl<M: Manager> Drop for Waiting<M> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        let removed = self.pool.shared.lock().cancel_wait(self.id);
+        if removed {
+            return;
+        }
+        match rx.try_recv() {
+            Ok(Grant::Conn(e)) => {
+                let close = self.pool.shared.lock().check_in(e, true, Instant::now());
+                self.pool.shared.close_all(close);
+            }
+            Ok(Grant::Slot) => self.pool.shared.release_slot(),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A checked-out connection. Give it back with [`Checkout::release`]; dropping it closes
+/// the connection (its state is unknown).
+pub struct Checkout<M: Manager> {
+    pool: Pool<M>,
+    entry: Option<Entry<M::Conn>>,
+    settled: bool,
+}
+
+impl<M: Manager> Checkout<M> {
+    /// The connection.
+    pub fn conn(&mut self) -> &mut M::Conn {
+        &mut self
+            .entry
+            .as_mut()
+            .expect("a checkout holds a connection")
+            .conn
+    }
+
+    /// When the connection was opened.
+    pub fn created(&self) -> Instant {
+        self.entry
+            .as_ref()
+            .map(|e| e.created)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Give the connection back: reused if `healthy`, closed otherwise.
+    pub fn release(mut self, healthy: bool) {
+        self.settled = true;
+        if let Some(e) = self.entry.take() {
+            let close = self.pool.shared.lock().check_in(e, healthy, Instant::now());
+            self.pool.shared.close_all(close);
+        }
+    }
+
+    /// Close the connection for `reason` and free its slot.
+    pub fn discard(mut self, reason: CloseReason) {
+        self.settled = true;
+        if let Some(e) = self.entry.take() {
+            self.pool.shared.closed(reason);
+            self.pool.shared.manager.close(e.conn, reason);
+            self.pool.shared.release_slot();
+        }
+    }
+}
+
+impl<M: Manager> Drop for Checkout<M> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        match self.entry.take() {
+            Some(e) => {
+                self.pool.shared.closed(CloseReason::Error);
+                self.pool.shared.manager.close(e.conn, CloseReason::Error);
+                self.pool.shared.release_slot();
+            }
+            // A slot taken for a connection that never came (connect failed or dropped).
+            None => self.pool.shared.release_slot(),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The pool's bookkeeping: pure, synchronous decisions over idle connections, the number
+//! checked out and the FIFO of waiters. No I/O and no clock reads: callers pass `now`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::CloseReason;
+
+/// The pool settings that can change at runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolSettings {
+    /// Connections kept.
+    pub pool_size: u32,
+    /// Extra connections allowed beyond pool_size.
+    pub max_overflow: u32,
+    /// Longest wait for a connection.
+    pub pool_timeout: Duration,
+    /// Connections older than this are closed instead of reused.
+    pub pool_recycle: Duration,
+    /// Ping an idle connection before handing it out.
+    pub pre_ping: bool,
+}
+
+impl PoolSettings {
+    /// pool_size + max_overflow.
+    pub fn capacity(&self) -> usize {
+        self.pool_size as usize + self.max_overflow as usize
+    }
+
+    /// The QueuePool timeout message (CONTRACT §2.3), exactly.
+    pub fn timeout_message(&self) -> String {
+        format!(
+            "QueuePool limit of size {} overflow {} reached, connection timed out, timeout {:.2}",
+            self.pool_size,
+            self.max_overflow,
+            self.pool_timeout.as_secs_f64()
+        )
+    }
+}
+
+/// A pooled connection with its age.
+#[derive(Debug)]
+pub struct Entry<C> {
+    /// The connection.
+    pub conn: C,
+    /// When it was opened.
+    pub created: Instant,
+}
+
+/// What a waiter is handed.
+#[derive(Debug)]
+pub enum Grant<C> {
+    /// An idle or returned connection.
+    Conn(Entry<C>),
+    /// Permission to open a new connection (a slot under the limit is reserved for it).
+    Slot,
+}
+
+#[derive(Debug)]
+struct Waiter<C> {
+    id: u64,
+    tx: oneshot::Sender<Grant<C>>,
+}
+
+/// The first step of a checkout.
+#[derive(Debug)]
+pub enum Step<C> {
+    /// Use this idle connection (a slot is taken).
+    Idle(Entry<C>),
+    /// Open a new one (a slot is taken).
+    Open,
+    /// Wait in line under this id.
+    Wait(u64, oneshot::Receiver<Grant<C>>),
+    /// The pool is shut down.
+    Closed,
+}
+
+/// A point-in-time view of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Configured pool_size.
+    pub pool_size: u32,
+    /// Configured max_overflow.
+    pub max_overflow: u32,
+    /// Server connections in use by clients (including ones being opened for them).
+    pub checked_out: usize,
+    /// Idle server connections.
+    pub checked_in: usize,
+    /// Clients queued for a connection.
+    pub waiting: usize,
+    /// Open connections beyond pool_size.
+    pub overflow: usize,
+}
+
+/// The bookkeeping.
+#[derive(Debug)]
+pub struct State<C> {
+    settings: PoolSettings,
+    idle: VecDeque<Entry<C>>,
+    out: usize,
+    waiters: VecDeque<Waiter<C>>,
+    next_id: u64,
+    closed: bool,
+}
+
+impl<C> State<C> {
+    /// An empty pool.
+    pub fn new(settings: PoolSettings) -> Self {
+        Self {
+            settings,
+            idle: VecDeque::new(),
+            out: 0,
+            waiters: VecDeque::new(),
+            next_id: 0,
+            closed: false,
+        }
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    fn total(&self) -> usize {
+        self.idle.len() + self.out
+    }
+
+    /// Snapshot.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            pool_size: self.settings.pool_size,
+            max_overflow: self.settings.max_overflow,
+            checked_out: self.out,
+            checked_in: self.idle.len(),
+            waiting: self.waiters.len(),
+            overflow: self
+                .total()
+                .saturating_sub(self.settings.pool_size as usize),
+        }
+    }
+
+    /// Begin a checkout: the oldest idle connection (FIFO, as QueuePool), else a new one if
+    /// under the limit and nobody is queued, else a place at the back of the queue.
+    pub fn begin_checkout(&mut self) -> Step<C> {
+        if self.closed {
+            return Step::Closed;
+        }
+        if let Some(e) = self.idle.pop_front() {
+            self.out += 1;
+            return Step::Idle(e);
+        }
+        if self.waiters.is_empty() && self.total() < self.settings.capacity() {
+            self.out += 1;
+            return Step::Open;
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiters.push_back(Waiter { id, tx });
+        Step::Wait(id, rx)
+    }
+
+    /// Leave the queue. `false` when the waiter was already served (its grant is in its
+    /// channel).
+    pub fn cancel_wait(&mut self, id: u64) -> bool {
+        match self.waiters.iter().position(|w| w.id == id) {
+            Some(i) => {
+                self.waiters.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A checked-out slot ends without a connection to give back (connect failed, or the
+    /// connection was closed). Hands the freed room to the next waiter.
+    pub fn release_slot(&mut self) {
+        self.out = self.out.saturating_sub(1);
+        self.grant_slots();
+    }
+
+    /// Give waiters permission to open while there is room.
+    fn grant_slots(&mut self) {
+        while self.total() < self.settings.capacity() {
+            let Some(w) = self.waiters.pop_front() else {
+                break;
+            };
+            self.out += 1;
+            if w.tx.send(Grant::Slot).is_err() {
+                self.out -= 1;
+            }
+        }
+    }
+
+    /// A connection comes back. Returns the connections to close, with reasons.
+    pub fn check_in(
+        &mut self,
+        entry: Entry<C>,
+        healthy: bool,
+        now: Instant,
+    ) -> Vec<(C, CloseReason)> {
+        self.out = self.out.saturating_sub(1);
+        let mut close = Vec::new();
+        let reason = if self.closed {
+            Some(CloseReason::Shutdown)
+        } else if !healthy {
+            Some(CloseReason::Error)
+        } else if now.saturating_duration_since(entry.created) >= self.settings.pool_recycle {
+            Some(CloseReason::Recycle)
+        } else if self.total() >= self.settings.capacity() {
+            Some(CloseReason::Resize)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            close.push((entry.conn, reason));
+            self.grant_slots();
+            return close;
+        }
+        let mut entry = entry;
+        while let Some(w) = self.waiters.pop_front() {
+            self.out += 1;
+            match w.tx.send(Grant::Conn(entry)) {
+                Ok(()) => return close,
+                Err(Grant::Conn(back)) => {
+                    self.out -= 1;
+                    entry = back;
+                }
+                Err(Grant::Slot) => unreachable!("sent a connection"),
+            }
+        }
+        if self.idle.len() >= self.settings.pool_size as usize {
+            close.push((entry.conn, CloseReason::Overflow));
+        } else {
+            self.idle.push_back(entry);
+        }
+        close
+    }
+
+    /// Change the limits live. A grow serves waiters at once; a shrink closes idle
+    /// connections over the new limits now and the rest as they come back.
+    pub fn resize(&mut self, settings: PoolSettings) -> Vec<(C, CloseReason)> {
+        self.settings = settings;
+        let mut close = Vec::new();
+        while !self.idle.is_empty()
+            && (self.total() > self.settings.capacity()
+                || self.idle.len() > self.settings.pool_size as usize)
+        {
+            if let Some(e) = self.idle.pop_front() {
+                close.push((e.conn, CloseReason::Resize));
+            }
+        }
+        self.grant_slots();
+        close
+    }
+
+    /// Stop: refuse new checkouts, drop the queue (waiters see the pool closed) and hand back
+    /// the idle connections to close.
+    pub fn shut_down(&mut self) -> Vec<(C, CloseReason)> {
+        self.closed = true;
+        self.waiters.clear();
+        self.idle
+            .drain(..)
+            .map(|e| (e.conn, CloseReason::Shutdown))
+            .collect()
+    }
+}

@@ -1,0 +1,253 @@
+//! Pool accounting with a paused clock. The manager hands out numbered connections; what is
+//! under test is the pool's bookkeeping, not I/O.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+
+#[derive(Default)]
+struct Numbered {
+    next: AtomicU64,
+    dead: Mutex<HashSet<u64>>,
+    closed: Mutex<Vec<(u64, CloseReason)>>,
+    fail: AtomicBool,
+}
+
+#[derive(Clone, Default)]
+struct M(Arc<Numbered>);
+
+impl Manager for M {
+    type Conn = u64;
+    type Error = String;
+    async fn connect(&self, _app: &str) -> Result<u64, String> {
+        if self.0.fail.load(Ordering::SeqCst) {
+            return Err("refused".into());
+        }
+        Ok(self.0.next.fetch_add(1, Ordering::SeqCst))
+    }
+    async fn ping(&self, conn: &mut u64) -> bool {
+        !self.0.dead.lock().unwrap().contains(conn)
+    }
+    fn close(&self, conn: u64, reason: CloseReason) {
+        self.0.closed.lock().unwrap().push((conn, reason));
+    }
+}
+
+fn settings(pool_size: u32, max_overflow: u32, timeout_s: u64) -> PoolSettings {
+    PoolSettings {
+        pool_size,
+        max_overflow,
+        pool_timeout: Duration::from_secs(timeout_s),
+        pool_recycle: Duration::from_secs(3600),
+        pre_ping: true,
+    }
+}
+
+fn pool(s: PoolSettings) -> (Pool<M>, M) {
+    let m = M::default();
+    (Pool::new(m.clone(), s, None), m)
+}
+
+fn stats(p: &Pool<M>) -> (usize, usize, usize, usize) {
+    let s = p.stats();
+    (s.checked_out, s.checked_in, s.waiting, s.overflow)
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_is_pool_size_plus_overflow_then_exact_timeout() {
+    let (p, m) = pool(settings(20, 10, 30));
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(p.checkout("t").await.unwrap());
+    }
+    assert_eq!(stats(&p), (30, 0, 0, 10));
+    let start = Instant::now();
+    let err = p.checkout("t").await.err().unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+    assert_eq!(
+        err.to_string(),
+        "QueuePool limit of size 20 overflow 10 reached, connection timed out, timeout 30.00"
+    );
+    assert!(matches!(err, CheckoutError::Timeout(_)));
+    assert_eq!(p.counters().timeouts, 1);
+    assert_eq!(m.0.next.load(Ordering::SeqCst), 30);
+    assert_eq!(stats(&p), (30, 0, 0, 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_connections_close_on_return_when_pool_size_idle() {
+    let (p, m) = pool(settings(2, 2, 5));
+    let held: Vec<_> = futures::future::join_all((0..4).map(|_| p.checkout("t"))).await;
+    // (after releasing n connections) -> (checked_out, checked_in, overflow closes so far)
+    let expected = [(3, 1, 0), (2, 2, 0), (1, 2, 1), (0, 2, 2)];
+    for (c, want) in held.into_iter().zip(expected) {
+        c.unwrap().release(true);
+        let s = p.stats();
+        let overflow_closed = p.counters().closed_for(CloseReason::Overflow) as usize;
+        assert_eq!((s.checked_out, s.checked_in, overflow_closed), want);
+    }
+    assert_eq!(m.0.closed.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_fifo_order() {
+    let (p, _m) = pool(settings(1, 0, 60));
+    let first = p.checkout("t").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (p, order) = (p.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = p.checkout("t").await.unwrap();
+            order.lock().unwrap().push(i);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            c.release(true);
+        }));
+        // Make the queue order deterministic.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p.stats().waiting, 3);
+    first.release(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    assert_eq!(stats(&p), (0, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returned_connection_goes_to_a_waiter_before_timeout() {
+    let (p, _m) = pool(settings(1, 0, 10));
+    let c = p.checkout("t").await.unwrap();
+    let p2 = p.clone();
+    let waiter = tokio::spawn(async move { p2.checkout("t").await.map(|c| c.release(true)) });
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    c.release(true);
+    assert!(waiter.await.unwrap().is_ok());
+    assert_eq!(p.counters().opened, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recycle_after_one_hour_and_idle_connection_replaced() {
+    let (p, m) = pool(settings(5, 0, 30));
+    let c = p.checkout("t").await.unwrap();
+    c.release(true);
+    // Just under an hour: reused.
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    let mut c = p.checkout("t").await.unwrap();
+    assert_eq!(*c.conn(), 0);
+    c.release(true);
+    // Over an hour since it was opened: closed for recycle and replaced.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let mut c = p.checkout("t").await.unwrap();
+    assert_eq!(*c.conn(), 1);
+    assert_eq!(*m.0.closed.lock().unwrap(), vec![(0, CloseReason::Recycle)]);
+    // A connection held past the hour is closed when it comes back.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    c.release(true);
+    assert_eq!(
+        m.0.closed.lock().unwrap().last(),
+        Some(&(1, CloseReason::Recycle))
+    );
+    assert_eq!(stats(&p), (0, 0, 0, 0));
+    assert_eq!(p.counters().closed_for(CloseReason::Recycle), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pre_ping_replaces_a_dead_idle_connection() {
+    let (p, m) = pool(settings(2, 0, 30));
+    p.checkout("t").await.unwrap().release(true);
+    m.0.dead.lock().unwrap().insert(0);
+    let mut c = p.checkout("t").await.unwrap();
+    assert_eq!(*c.conn(), 1);
+    assert_eq!(p.counters().closed_for(CloseReason::PrePing), 1);
+    c.release(true);
+    assert_eq!(stats(&p), (0, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn grow_serves_waiters_at_once_and_shrink_drops_nobody() {
+    let (p, m) = pool(settings(2, 0, 30));
+    let a = p.checkout("t").await.unwrap();
+    let b = p.checkout("t").await.unwrap();
+    let p2 = p.clone();
+    let waiter = tokio::spawn(async move { p2.checkout("t").await.map(|c| c.release(true)) });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(p.stats().waiting, 1);
+    p.resize(settings(3, 0, 30));
+    waiter.await.unwrap().unwrap();
+    assert_eq!(stats(&p), (2, 1, 0, 0));
+    // Shrink to 1: the idle one closes now, the checked-out ones keep working and one of
+    // them closes when it comes back.
+    p.resize(settings(1, 0, 30));
+    assert_eq!(stats(&p), (2, 0, 0, 1));
+    a.release(true);
+    b.release(true);
+    assert_eq!(stats(&p), (0, 1, 0, 0));
+    assert_eq!(p.counters().closed_for(CloseReason::Resize), 2);
+    assert_eq!(m.0.closed.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_connect_and_abandoned_waits_free_their_slots() {
+    let (p, m) = pool(settings(1, 0, 5));
+    m.0.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        p.checkout("t").await,
+        Err(CheckoutError::Connect(_))
+    ));
+    assert_eq!(stats(&p), (0, 0, 0, 0));
+    assert_eq!(p.counters().connect_errors, 1);
+    m.0.fail.store(false, Ordering::SeqCst);
+    let c = p.checkout("t").await.unwrap();
+    // A waiter that gives up early (client gone) leaves the queue.
+    let p2 = p.clone();
+    let w = tokio::spawn(async move { p2.checkout("t").await.map(|c| c.release(true)) });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(p.stats().waiting, 1);
+    w.abort();
+    let _ = w.await;
+    assert_eq!(p.stats().waiting, 0);
+    // Dropping a checkout without release closes the connection and frees the slot.
+    drop(c);
+    assert_eq!(stats(&p), (0, 0, 0, 0));
+    assert_eq!(p.counters().closed_for(CloseReason::Error), 1);
+    p.checkout("t").await.unwrap().release(true);
+    assert_eq!(stats(&p), (0, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shut_down_closes_idle_and_refuses_new() {
+    let (p, _m) = pool(settings(2, 0, 5));
+    let c = p.checkout("t").await.unwrap();
+    p.checkout("t").await.unwrap().release(true);
+    p.shut_down();
+    assert!(matches!(p.checkout("t").await, Err(CheckoutError::Closed)));
+    c.release(true);
+    assert_eq!(stats(&p), (0, 0, 0, 0));
+    assert_eq!(p.counters().closed_for(CloseReason::Shutdown), 2);
+}
+
+#[test]
+fn timeout_message_formats_two_decimals() {
+    let table = [
+        (
+            (20, 10, 30_000),
+            "size 20 overflow 10 reached, connection timed out, timeout 30.00",
+        ),
+        (
+            (5, 0, 1500),
+            "size 5 overflow 0 reached, connection timed out, timeout 1.50",
+        ),
+    ];
+    for ((size, overflow, ms), tail) in table {
+        let s = PoolSettings {
+            pool_timeout: Duration::from_millis(ms),
+            ..settings(size, overflow, 0)
+        };
+        assert_eq!(s.timeout_message(), format!("QueuePool limit of {tail}"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Reading whole frames from an async stream. Cancel-safe: all state lives in the buffer, so
+//! a `read_frame` future may be dropped in a `select!` without losing bytes.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::frame::{Frame, FrameError, decode};
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The bytes are not a valid message.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A frame reader: a buffer, a size limit and the set of valid type bytes.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: BytesMut,
+    max_len: usize,
+    valid_tag: fn(u8) -> bool,
+}
+
+impl FrameReader {
+    /// A reader that accepts messages up to `max_len` bytes whose type passes `valid_tag`.
+    pub fn new(max_len: usize, valid_tag: fn(u8) -> bool) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(8192),
+            max_len,
+            valid_tag,
+        }
+    }
+
+    /// A reader that starts with bytes already read.
+    pub fn with_buffer(buf: BytesMut, max_len: usize, valid_tag: fn(u8) -> bool) -> Self {
+        Self {
+            buf,
+            max_len,
+            valid_tag,
+        }
+    }
+
+    /// A frame already buffered, without reading.
+    pub fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        decode(&mut self.buf, self.max_len, self.valid_tag)
+    }
+
+    /// The buffered bytes not yet taken as frames.
+    pub fn into_buffer(self) -> BytesMut {
+        self.buf
+    }
+
+    /// Whether bytes are buffered.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between messages.
+    pub async fn read_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(f) = self.try_frame()? {
+                return Ok(Some(f));
+            }
+            if r.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated.into())
+                };
+            }
+        }
+    }
+}

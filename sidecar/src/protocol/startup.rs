@@ -1,0 +1,204 @@
+//! The untagged first packet a client sends: StartupMessage, SSLRequest, GSSENCRequest or
+//! CancelRequest.
+
+use bytes::{Buf, BytesMut};
+
+use super::FrameError;
+
+/// Protocol version 3.0.
+pub const PROTOCOL_3_0: i32 = 196_608;
+/// SSLRequest code.
+pub const SSL_REQUEST: i32 = 80_877_103;
+/// GSSENCRequest code.
+pub const GSSENC_REQUEST: i32 = 80_877_104;
+/// CancelRequest code.
+pub const CANCEL_REQUEST: i32 = 80_877_102;
+/// Largest startup packet accepted (PostgreSQL's own limit).
+pub const MAX_STARTUP_LEN: usize = 10_000;
+
+/// A decoded startup-phase packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    /// StartupMessage with its parameters in order.
+    Startup(Vec<(String, String)>),
+    /// SSLRequest: answer `N`, then read another packet.
+    SslRequest,
+    /// GSSENCRequest: answer `N`, then read another packet.
+    GssEncRequest,
+    /// CancelRequest for the backend with this process id and secret key.
+    Cancel {
+        /// The process id the client was given.
+        pid: i32,
+        /// The secret key the client was given.
+        key: i32,
+    },
+}
+
+impl StartupPacket {
+    /// A startup parameter by name.
+    pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a startup packet is refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StartupError {
+    /// Framing problem (length).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A protocol version other than 3.0.
+    #[error("unsupported frontend protocol {}.{}", .0 >> 16, .0 & 0xffff)]
+    UnsupportedProtocol(i32),
+    /// The parameter list is not NUL-terminated pairs.
+    #[error("invalid startup packet layout")]
+    Malformed,
+}
+
+/// Take one startup packet off the front of `buf`, if complete.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<StartupPacket>, StartupError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len < 8 {
+        return Err(FrameError::BadLength(len.into()).into());
+    }
+    if len as usize > MAX_STARTUP_LEN {
+        return Err(FrameError::TooLarge {
+            size: len as u64,
+            limit: MAX_STARTUP_LEN,
+        }
+        .into());
+    }
+    let len = len as usize;
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let mut pkt = buf.split_to(len);
+    pkt.advance(4);
+    let code = pkt.get_i32();
+    match code {
+        SSL_REQUEST | GSSENC_REQUEST if len != 8 => Err(StartupError::Malformed),
+        SSL_REQUEST => Ok(Some(StartupPacket::SslRequest)),
+        GSSENC_REQUEST => Ok(Some(StartupPacket::GssEncRequest)),
+        CANCEL_REQUEST => {
+            if len != 16 {
+                return Err(StartupError::Malformed);
+            }
+            Ok(Some(StartupPacket::Cancel {
+                pid: pkt.get_i32(),
+                key: pkt.get_i32(),
+            }))
+        }
+        PROTOCOL_3_0 => parse_params(&pkt).map(|p| Some(StartupPacket::Startup(p))),
+        other => Err(StartupError::UnsupportedProtocol(other)),
+    }
+}
+
+fn parse_params(body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
+    // name\0value\0 ... \0
+    let Some((&0, pairs)) = body.split_last() else {
+        return Err(StartupError::Malformed);
+    };
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some((&0, pairs)) = pairs.split_last() else {
+        return Err(StartupError::Malformed);
+    };
+    let parts: Vec<&[u8]> = pairs.split(|b| *b == 0).collect();
+    if !parts.len().is_multiple_of(2) {
+        return Err(StartupError::Malformed);
+    }
+    parts
+        .chunks(2)
+        .map(|kv| {
+            let k = std::str::from_utf8(kv[0]).map_err(|_| StartupError::Malformed)?;
+            let v = std::str::from_utf8(kv[1]).map_err(|_| StartupError::Malformed)?;
+            if k.is_empty() {
+                return Err(StartupError::Malformed);
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(code: i32, body: &[u8]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&((8 + body.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&code.to_be_bytes());
+        b.extend_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn startup_message_parameters() {
+        let mut b = packet(PROTOCOL_3_0, b"user\0alice\0database\0clinical\0\0");
+        let p = decode(&mut b).unwrap().unwrap();
+        let StartupPacket::Startup(params) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(StartupPacket::param(&params, "user"), Some("alice"));
+        assert_eq!(StartupPacket::param(&params, "database"), Some("clinical"));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn special_requests() {
+        assert_eq!(
+            decode(&mut packet(SSL_REQUEST, b"")).unwrap(),
+            Some(StartupPacket::SslRequest)
+        );
+        assert_eq!(
+            decode(&mut packet(GSSENC_REQUEST, b"")).unwrap(),
+            Some(StartupPacket::GssEncRequest)
+        );
+        let mut cancel = packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9]);
+        assert_eq!(
+            decode(&mut cancel).unwrap(),
+            Some(StartupPacket::Cancel { pid: 7, key: 9 })
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let table: Vec<(BytesMut, StartupError)> = vec![
+            (
+                BytesMut::from(&[0u8, 0, 0, 3][..]),
+                FrameError::BadLength(3).into(),
+            ),
+            (
+                BytesMut::from(&[0u8, 1, 0, 0][..]),
+                FrameError::TooLarge {
+                    size: 65536,
+                    limit: MAX_STARTUP_LEN,
+                }
+                .into(),
+            ),
+            (packet(1234, b""), StartupError::UnsupportedProtocol(1234)),
+            (
+                packet(PROTOCOL_3_0, b"user\0alice\0"),
+                StartupError::Malformed,
+            ),
+            (packet(PROTOCOL_3_0, b"user\0\0"), StartupError::Malformed),
+            (packet(PROTOCOL_3_0, b"\0x\0\0"), StartupError::Malformed),
+            (packet(CANCEL_REQUEST, b"1234"), StartupError::Malformed),
+        ];
+        for (mut input, want) in table {
+            assert_eq!(decode(&mut input), Err(want.clone()), "{want:?}");
+        }
+        assert_eq!(decode(&mut BytesMut::from(&[0u8, 0][..])), Ok(None));
+        assert_eq!(
+            decode(&mut BytesMut::from(&[0u8, 0, 0, 9, 0][..])),
+            Ok(None)
+        );
+    }
+}

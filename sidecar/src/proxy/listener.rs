@@ -1,0 +1,234 @@
+//! The client listener: accept, limit the number of clients, drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::cancel::CancelRegistry;
+use super::counters::ProxyCounters;
+use super::pools::{ObserverFactory, Pools};
+use super::session::{self, Ctx, Phase};
+use super::startup::{self, Refusal, Startup};
+use crate::auth::{AuthFileError, SharedAuthFile};
+use crate::config::{ClientAuth, Config};
+use crate::protocol::sqlstate;
+use crate::server::ConnectError;
+
+/// Why the proxy could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The client users file cannot be read.
+    #[error(transparent)]
+    AuthFile(#[from] AuthFileError),
+    /// A database's connection settings are unusable (e.g. its sslrootcert).
+    #[error(transparent)]
+    Database(#[from] ConnectError),
+}
+
+/// A bound proxy, ready to serve. Admin and reload code get what they need from
+/// [`Proxy::pools`] and [`Proxy::config`] before calling [`Proxy::serve`].
+pub struct Proxy {
+    listener: TcpListener,
+    config: Arc<ArcSwap<Config>>,
+    pools: Arc<Pools>,
+    cancels: CancelRegistry,
+    phase: watch::Sender<Phase>,
+    counters: Arc<ProxyCounters>,
+    users: Option<Arc<SharedAuthFile>>,
+}
+
+impl Proxy {
+    /// Build the pools and bind `config.listen`.
+    pub async fn bind(config: Config) -> Result<Self, RunError> {
+        Self::bind_with_observer(config, None).await
+    }
+
+    /// As [`Proxy::bind`], with a metrics observer factory (by database name).
+    pub async fn bind_with_observer(
+        config: Config,
+        observer: Option<ObserverFactory>,
+    ) -> Result<Self, RunError> {
+        let pools = Arc::new(Pools::new(&config, observer)?);
+        let users = match (&config.clients.auth, &config.clients.auth_file) {
+            (ClientAuth::Trust, _) | (_, None) => None,
+            (_, Some(path)) => Some(Arc::new(SharedAuthFile::load(path)?)),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            pools,
+            cancels: CancelRegistry::default(),
+            phase: watch::channel(Phase::Running).0,
+            counters: Arc::default(),
+            users,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Connected clients and transactions served (for metrics).
+    pub fn counters(&self) -> Arc<ProxyCounters> {
+        self.counters.clone()
+    }
+
+    /// The pools (for the admin API and reloads).
+    pub fn pools(&self) -> Arc<Pools> {
+        self.pools.clone()
+    }
+
+    /// The live config; a reload validates, calls `pools().apply(&new)`, then stores it here.
+    pub fn config(&self) -> Arc<ArcSwap<Config>> {
+        self.config.clone()
+    }
+
+    /// Serve clients until `shutdown` completes; then stop accepting, let running
+    /// transactions finish for up to `shutdown_timeout`, close everyone with FATAL 57P01 and
+    /// close the pools.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Proxy {
+            listener,
+            config,
+            pools,
+            cancels,
+            phase,
+            counters,
+            users,
+        } = self;
+        let max_clients = config.load().clients.max_connections as usize;
+        let limit = Arc::new(Semaphore::new(max_clients));
+        let ctx = Arc::new(Ctx {
+            config: config.clone(),
+            pools: pools.clone(),
+            cancels,
+            phase: phase.subscribe(),
+            counters,
+            users,
+        });
+        let mut sessions = JoinSet::new();
+        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (sock, _peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    match limit.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let ctx = ctx.clone();
+                            sessions.spawn(async move {
+                                session::serve(sock, ctx).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            let timeout = config.load().clients.startup_timeout.get();
+                            tokio::spawn(too_many_clients(sock, timeout));
+                        }
+                    }
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let grace = config.load().shutdown_timeout.get();
+        tracing::info!(
+            clients = sessions.len(),
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining"
+        );
+        let _ = phase.send(Phase::Draining);
+        let drained = tokio::time::timeout(grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                clients = sessions.len(),
+                "grace period over: closing the remaining clients"
+            );
+            let _ = phase.send(Phase::Forced);
+            if tokio::time::timeout(Duration::from_secs(5), async {
+                while sessions.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
+                sessions.abort_all();
+            }
+        }
+        pools.shut_down();
+        // Let the goodbyes to the server go out.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Over `clients.max_connections`: read the startup packet, answer 53300, close.
+async fn too_many_clients(mut sock: TcpStream, timeout: Duration) {
+    tracing::warn!("refusing a client: too many clients");
+    if let Ok(Ok(Startup::Login { .. })) =
+        tokio::time::timeout(timeout, startup::read_startup(&mut sock)).await
+    {
+        let r = Refusal {
+            code: sqlstate::TOO_MANY_CONNECTIONS,
+            message: "sorry, too many clients already".into(),
+        };
+        let _ = sock.write_all(&startup::fatal(&r)).await;
+    }
+    let _ = sock.shutdown().await;
+}
+
+/// Wait for SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

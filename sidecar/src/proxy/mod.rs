@@ -1,0 +1,22 @@
+//! Client sessions ↔ server connections.
+//!
+//! ```text
+//!  accept ─▶ startup (SSL/GSS → 'N', cancel, auth hook) ─▶ session loop
+//!   transaction mode: first message ─▶ Pool::checkout ─▶ relay until ReadyForQuery 'I'
+//!                     ─▶ (DISCARD ALL if session state was touched) ─▶ release
+//!   session mode:     checkout at login ─▶ relay until logout ─▶ DISCARD ALL ─▶ release
+//! ```
+
+mod cancel;
+mod counters;
+mod listener;
+mod pools;
+mod relay;
+mod session;
+mod startup;
+
+pub use cancel::CancelRegistry;
+pub use counters::ProxyCounters;
+pub use listener::{Proxy, RunError, termination_signal as listener_signal};
+pub use pools::{DbPool, ObserverFactory, Pools, ServerManager, pool_settings};
+pub use session::Phase;

@@ -1,0 +1,217 @@
+//! One pool per configured database, and the [`Manager`] that opens real server connections.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::config::{Config, DatabaseConfig};
+use crate::pool::{CloseReason, Manager, Pool, PoolObserver, PoolSettings, PoolStats};
+use crate::server::{ConnectError, Connector, ServerConn};
+
+/// Opens server connections through a [`Connector`].
+#[derive(Debug)]
+pub struct ServerManager {
+    connector: Connector,
+    ping_timeout: Duration,
+}
+
+impl ServerManager {
+    /// A manager around `connector`; pings give up after `ping_timeout`.
+    pub fn new(connector: Connector, ping_timeout: Duration) -> Self {
+        Self {
+            connector,
+            ping_timeout,
+        }
+    }
+
+    /// The connector.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+}
+
+impl Manager for ServerManager {
+    type Conn = ServerConn;
+    type Error = ConnectError;
+
+    async fn connect(&self, application_name: &str) -> Result<ServerConn, ConnectError> {
+        let r = self.connector.connect(application_name).await;
+        if let Err(e) = &r {
+            tracing::warn!(database = %self.connector.database().name, error = %e, "cannot open a server connection");
+        }
+        r
+    }
+
+    async fn ping(&self, conn: &mut ServerConn) -> bool {
+        let limit = self.ping_timeout.min(self.connector.connect_timeout());
+        tokio::time::timeout(limit, conn.ping())
+            .await
+            .unwrap_or(false)
+    }
+
+    fn close(&self, conn: ServerConn, reason: CloseReason) {
+        tracing::debug!(database = %self.connector.database().name, reason = reason.as_str(), "closing a server connection");
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(conn.terminate());
+        }
+    }
+}
+
+/// Gives each new pool its observer, by database name (for metrics).
+pub type ObserverFactory = Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>;
+
+/// The pool settings from a config.
+pub fn pool_settings(config: &Config) -> PoolSettings {
+    PoolSettings {
+        pool_size: config.pool.pool_size,
+        max_overflow: config.pool.max_overflow,
+        pool_timeout: config.pool.pool_timeout.get(),
+        pool_recycle: config.pool.pool_recycle.get(),
+        pre_ping: config.pool.pool_pre_ping,
+    }
+}
+
+/// One database's pool and what clients of it share.
+pub struct DbPool {
+    /// The configured database.
+    pub config: DatabaseConfig,
+    /// The QueuePool.
+    pub pool: Pool<ServerManager>,
+    /// Server parameters (server_version ...) reported to clients at login, from the first
+    /// server connection.
+    pub server_params: Mutex<Option<HashMap<String, String>>>,
+}
+
+/// Every pool, by the database name clients use.
+#[derive(Default)]
+pub struct Pools {
+    map: RwLock<HashMap<String, Arc<DbPool>>>,
+    observer: Option<ObserverFactory>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools")
+            .field("databases", &self.names())
+            .finish()
+    }
+}
+
+impl Pools {
+    /// Pools for every database in `config`. `observer` (optional) gives each new pool an
+    /// observer, by database name, for metrics.
+    pub fn new(config: &Config, observer: Option<ObserverFactory>) -> Result<Self, ConnectError> {
+        let pools = Self {
+            map: RwLock::default(),
+            observer,
+        };
+        pools.apply(config)?;
+        Ok(pools)
+    }
+
+    fn make(&self, db: &DatabaseConfig, config: &Config) -> Result<Arc<DbPool>, ConnectError> {
+        let connector = Connector::new(
+            db.clone(),
+            config.pool.connect_timeout.get(),
+            config.pool.statement_timeout.get(),
+        )?;
+        let observer = self.observer.as_ref().map(|f| f(&db.name));
+        Ok(Arc::new(DbPool {
+            config: db.clone(),
+            pool: Pool::new(
+                ServerManager::new(connector, config.pool.connect_timeout.get()),
+                pool_settings(config),
+                observer,
+            ),
+            server_params: Mutex::new(None),
+        }))
+    }
+
+    /// The pool clients reach with database name `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<DbPool>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Database names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A snapshot of every pool, by database name.
+    pub fn stats(&self) -> Vec<(String, PoolStats)> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map
+            .iter()
+            .map(|(k, p)| (k.clone(), p.pool.stats()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Resize one pool live; `false` if there is no such database.
+    pub fn resize(&self, name: &str, pool_size: u32, max_overflow: u32) -> bool {
+        let Some(db) = self.get(name) else {
+            return false;
+        };
+        let settings = PoolSettings {
+            pool_size,
+            max_overflow,
+            ..db.pool.settings()
+        };
+        db.pool.resize(settings);
+        true
+    }
+
+    /// Apply a (validated) config: new pool settings everywhere; pools for new databases;
+    /// pools of removed databases shut down (their clients finish on the old pool). A
+    /// changed connection setting (host, user, TLS ...) gives the database a new pool.
+    pub fn apply(&self, config: &Config) -> Result<(), ConnectError> {
+        let settings = pool_settings(config);
+        let mut fresh = HashMap::new();
+        for db in &config.databases {
+            match self.get(&db.name) {
+                Some(existing) if existing.config == *db => {
+                    existing.pool.resize(settings.clone());
+                    existing.pool.manager().connector().set_timeouts(
+                        config.pool.connect_timeout.get(),
+                        config.pool.statement_timeout.get(),
+                    );
+                    fresh.insert(db.name.clone(), existing);
+                }
+                other => {
+                    if let Some(old) = other {
+                        old.pool.shut_down();
+                    }
+                    fresh.insert(db.name.clone(), self.make(db, config)?);
+                }
+            }
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        for (name, old) in map.iter() {
+            if !fresh.contains_key(name) {
+                old.pool.shut_down();
+            }
+        }
+        *map = fresh;
+        Ok(())
+    }
+
+    /// Shut every pool down (idle connections close now, the rest as they come back).
+    pub fn shut_down(&self) {
+        for db in self.map.read().unwrap_or_else(|p| p.into_inner()).values() {
+            db.pool.shut_down();
+        }
+    }
+}

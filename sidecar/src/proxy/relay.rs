@@ -1,0 +1,386 @@
+//! Relaying one client's messages to its server connection and back, while reading
+//! transaction boundaries from ReadyForQuery.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use super::session::Phase;
+use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
+use crate::protocol::io::{FrameReader, ReadError};
+use crate::protocol::sql::changes_session_state;
+use crate::server::{ServerConn, ServerError};
+
+/// Flush what we have for the client once this much is buffered.
+const CLIENT_FLUSH_BYTES: usize = 64 * 1024;
+
+/// The client side of a session.
+pub struct ClientIo {
+    /// Read half.
+    pub rd: OwnedReadHalf,
+    /// Write half.
+    pub wr: OwnedWriteHalf,
+    /// Frames from the client.
+    pub reader: FrameReader,
+}
+
+impl ClientIo {
+    /// Split a socket; `buffered` holds bytes read during startup.
+    pub fn new(
+        rd: OwnedReadHalf,
+        wr: OwnedWriteHalf,
+        buffered: BytesMut,
+        max_message: usize,
+    ) -> Self {
+        Self {
+            rd,
+            wr,
+            reader: FrameReader::with_buffer(buffered, max_message, is_frontend_tag),
+        }
+    }
+
+    /// Write bytes to the client.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.wr.write_all(bytes).await
+    }
+
+    /// The next client message.
+    pub async fn read(&mut self) -> Result<Option<Frame>, ReadError> {
+        self.reader.read_frame(&mut self.rd).await
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Transaction mode: the transaction ended (ReadyForQuery `I`, nothing in flight). The
+    /// server connection is reusable; `dirty` if session state may have been touched.
+    Released,
+    /// The client left. `clean` when the server was idle with nothing in flight.
+    ClientGone {
+        /// Server idle, outside a transaction, nothing in flight.
+        clean: bool,
+    },
+    /// The server connection broke.
+    ServerFailed(ServerError),
+    /// The client sat idle inside a transaction for too long.
+    IdleInTransaction,
+    /// The client broke the protocol.
+    Protocol(FrameError),
+    /// Shutdown: at a clean point while draining, or forced.
+    Shutdown {
+        /// As in `ClientGone`.
+        clean: bool,
+    },
+}
+
+/// Transaction-boundary tracking for one server connection.
+#[derive(Debug, Default)]
+pub struct Boundaries {
+    /// Queries and Syncs sent whose ReadyForQuery has not arrived.
+    pub pending: usize,
+    /// Extended-protocol messages sent since the last Sync.
+    pub open_extended: bool,
+    /// Transaction status from the last ReadyForQuery (`I`, `T`, `E`).
+    pub status: u8,
+    /// Session state may have been changed (needs `DISCARD ALL` before reuse).
+    pub dirty: bool,
+    /// ReadyForQuery `I` messages seen (transactions that ended).
+    pub completed: u64,
+}
+
+impl Boundaries {
+    /// A connection that is idle and synced.
+    pub fn new() -> Self {
+        Self {
+            pending: 0,
+            open_extended: false,
+            status: b'I',
+            dirty: false,
+            completed: 0,
+        }
+    }
+
+    /// Idle, outside a transaction, nothing in flight.
+    pub fn is_clean(&self) -> bool {
+        self.pending == 0 && !self.open_extended && self.status == b'I'
+    }
+
+    /// Inside a transaction with nothing in flight (the client's turn).
+    pub fn idle_in_transaction(&self) -> bool {
+        self.pending == 0 && !self.open_extended && self.status != b'I'
+    }
+
+    /// Note a message the client sends.
+    pub fn client_sent(&mut self, f: &Frame) {
+        match f.tag {
+            b'Q' => {
+                self.pending += 1;
+                let sql = f.body.split(|b| *b == 0).next().unwrap_or(&[]);
+                self.dirty |= changes_session_state(&String::from_utf8_lossy(sql));
+            }
+            b'S' => {
+                self.pending += 1;
+                self.open_extended = false;
+            }
+            b'P' => {
+                self.open_extended = true;
+                let mut parts = f.body.split(|b| *b == 0);
+                let name = parts.next().unwrap_or(&[]);
+                let sql = parts.next().unwrap_or(&[]);
+                self.dirty |=
+                    !name.is_empty() || changes_session_state(&String::from_utf8_lossy(sql));
+            }
+            b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => self.open_extended = true,
+            _ => {}
+        }
+    }
+
+    /// Note a message the server sends.
+    pub fn server_sent(&mut self, f: &Frame) {
+        if f.tag == b'Z' {
+            self.pending = self.pending.saturating_sub(1);
+            self.status = f.body.first().copied().unwrap_or(b'I');
+            if self.status == b'I' {
+                self.completed += 1;
+            }
+        }
+    }
+}
+
+/// Relay until the transaction ends (transaction mode) or the client leaves (session mode).
+pub async fn relay(
+    client: &mut ClientIo,
+    server: &mut ServerConn,
+    first: Option<Frame>,
+    b: &mut Boundaries,
+    session_mode: bool,
+    idle_in_transaction: Duration,
+    phase: &mut watch::Receiver<Phase>,
+) -> Outcome {
+    let mut to_server = BytesMut::new();
+    let mut to_client = BytesMut::new();
+    if let Some(f) = first {
+        b.client_sent(&f);
+        f.encode(&mut to_server);
+        if let Err(e) = server.write(&to_server).await {
+            return Outcome::ServerFailed(e);
+        }
+        to_server.clear();
+    }
+    loop {
+        let current = *phase.borrow_and_update();
+        if current == Phase::Forced {
+            return Outcome::Shutdown {
+                clean: b.is_clean(),
+            };
+        }
+        if b.is_clean() {
+            if !session_mode {
+                return Outcome::Released;
+            }
+            if current == Phase::Draining {
+                return Outcome::Shutdown { clean: true };
+            }
+        }
+        let idle_tx = b.idle_in_transaction();
+        tokio::select! {
+            biased;
+            r = server.read() => {
+                let f = match r {
+                    Ok(f) => f,
+                    Err(e) => return Outcome::ServerFailed(e),
+                };
+                b.server_sent(&f);
+                f.encode(&mut to_client);
+                // Take whatever else is already buffered, then write once.
+                loop {
+                    if to_client.len() >= CLIENT_FLUSH_BYTES {
+                        break;
+                    }
+                    match server.try_read() {
+                        Ok(Some(f)) => {
+                            b.server_sent(&f);
+                            f.encode(&mut to_client);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = client.send(&to_client).await;
+                            return Outcome::ServerFailed(e);
+                        }
+                    }
+                }
+                if client.send(&to_client).await.is_err() {
+                    return Outcome::ClientGone { clean: false };
+                }
+                to_client.clear();
+            }
+            r = client.read() => {
+                let f = match r {
+                    Ok(Some(f)) => f,
+                    Ok(None) | Err(ReadError::Io(_)) => return Outcome::ClientGone { clean: b.is_clean() },
+                    Err(ReadError::Frame(e)) => return Outcome::Protocol(e),
+                };
+                let mut next = Some(f);
+                while let Some(f) = next.take() {
+                    match f.tag {
+                        b'X' => {
+                            if !to_server.is_empty() && server.write(&to_server).await.is_err() {
+                                return Outcome::ClientGone { clean: false };
+                            }
+                            return Outcome::ClientGone { clean: b.is_clean() };
+                        }
+                        b'p' => return Outcome::Protocol(FrameError::UnknownType('p')),
+                        _ => {}
+                    }
+                    b.client_sent(&f);
+                    f.encode(&mut to_server);
+                    if to_server.len() < CLIENT_FLUSH_BYTES {
+                        match client.reader.try_frame() {
+                            Ok(n) => next = n,
+                            Err(e) => return Outcome::Protocol(e),
+                        }
+                    }
+                }
+                if let Err(e) = server.write(&to_server).await {
+                    return Outcome::ServerFailed(e);
+                }
+                to_server.clear();
+            }
+            _ = tokio::time::sleep(idle_in_transaction), if idle_tx => {
+                return Outcome::IdleInTransaction;
+            }
+            r = phase.changed() => {
+                if r.is_err() {
+                    return Outcome::Shutdown { clean: b.is_clean() };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
+    /// default), in paused time, over real loopback sockets: a client inside a transaction
+    /// that sends nothing is cut off after the hour, not before.
+    #[tokio::test(start_paused = true)]
+    async fn idle_in_transaction_fires_after_one_hour_of_paused_time() {
+        use crate::server::{CancelTarget, ServerStream};
+        use tokio::net::{TcpListener, TcpStream};
+
+        async fn pair() -> (TcpStream, TcpStream) {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (b, _) = l.accept().await.unwrap();
+            (a, b)
+        }
+        let (_app, proxy_client) = pair().await;
+        let (proxy_server, _postgres) = pair().await;
+        let (rd, wr) = proxy_client.into_split();
+        let mut client = ClientIo::new(rd, wr, BytesMut::new(), 1 << 20);
+        let mut server = ServerConn::for_tests(
+            ServerStream::Plain(proxy_server),
+            CancelTarget {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                pid: 1,
+                key: 1,
+            },
+        );
+        let (_tx, mut phase) = watch::channel(Phase::Running);
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            // Inside a transaction, nothing in flight: the client's turn.
+            let mut b = Boundaries {
+                status: b'T',
+                ..Boundaries::new()
+            };
+            let out = relay(
+                &mut client,
+                &mut server,
+                None,
+                &mut b,
+                false,
+                Duration::from_secs(3600),
+                &mut phase,
+            )
+            .await;
+            (out, start.elapsed())
+        });
+        tokio::time::sleep(Duration::from_secs(3599)).await;
+        assert!(!task.is_finished(), "cut off before the hour");
+        let (out, after) = task.await.unwrap();
+        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
+        assert_eq!(after, Duration::from_secs(3600));
+    }
+
+    fn f(tag: u8, body: &'static [u8]) -> Frame {
+        Frame {
+            tag,
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn boundaries_follow_ready_for_query() {
+        let mut b = Boundaries::new();
+        assert!(b.is_clean());
+        b.client_sent(&f(b'Q', b"BEGIN\0"));
+        assert!(!b.is_clean());
+        b.server_sent(&f(b'Z', b"T"));
+        assert!(b.idle_in_transaction());
+        b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
+        b.client_sent(&f(b'B', b"\0\0\0\0\0\0\0\0"));
+        assert!(!b.idle_in_transaction());
+        b.client_sent(&f(b'S', b""));
+        b.server_sent(&f(b'Z', b"T"));
+        assert!(b.idle_in_transaction());
+        b.client_sent(&f(b'Q', b"COMMIT\0"));
+        b.server_sent(&f(b'Z', b"I"));
+        assert!(b.is_clean());
+        assert!(!b.dirty);
+        assert_eq!(b.completed, 1, "one transaction ended");
+    }
+
+    #[test]
+    fn pipelined_syncs_hold_until_the_last_ready_for_query() {
+        let mut b = Boundaries::new();
+        for _ in 0..2 {
+            b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
+            b.client_sent(&f(b'S', b""));
+        }
+        b.server_sent(&f(b'Z', b"I"));
+        assert!(!b.is_clean());
+        b.server_sent(&f(b'Z', b"I"));
+        assert!(b.is_clean());
+    }
+
+    #[test]
+    fn a_flush_without_sync_keeps_the_connection() {
+        let mut b = Boundaries::new();
+        b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
+        b.client_sent(&f(b'H', b""));
+        assert!(!b.is_clean());
+    }
+
+    #[test]
+    fn session_state_marks_dirty() {
+        let table: [(Frame, bool); 4] = [
+            (f(b'Q', b"SET search_path = x\0"), true),
+            (f(b'Q', b"SELECT 1\0"), false),
+            (f(b'P', b"stmt1\0SELECT 1\0\0\0"), true),
+            (f(b'P', b"\0LISTEN x\0\0\0"), true),
+        ];
+        for (frame, want) in table {
+            let mut b = Boundaries::new();
+            b.client_sent(&frame);
+            assert_eq!(b.dirty, want, "{frame:?}");
+        }
+    }
+}

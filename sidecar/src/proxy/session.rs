@@ -1,0 +1,425 @@
+//! One client's session: start-up, then the transaction-mode or session-mode loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::cancel::CancelRegistry;
+use super::counters::ProxyCounters;
+use super::pools::{Pools, ServerManager};
+use super::relay::{Boundaries, ClientIo, Outcome, relay};
+use super::startup::{self, Login, Refusal, Startup};
+use crate::auth::SharedAuthFile;
+use crate::config::{Config, PoolMode};
+use crate::pool::{Checkout, CheckoutError, CloseReason};
+use crate::protocol::build::{self, Severity};
+use crate::protocol::frame::Frame;
+use crate::protocol::io::ReadError;
+use crate::protocol::sqlstate;
+use crate::server::ServerConn;
+
+/// The proxy's life cycle, as sessions see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// SIGTERM: no new transactions; running ones may finish.
+    Draining,
+    /// The grace period is over: everyone is closed now.
+    Forced,
+}
+
+/// What every session shares.
+pub struct Ctx {
+    /// The live config.
+    pub config: Arc<ArcSwap<Config>>,
+    /// The pools.
+    pub pools: Arc<Pools>,
+    /// Cancel keys.
+    pub cancels: CancelRegistry,
+    /// Life cycle.
+    pub phase: watch::Receiver<Phase>,
+    /// Proxy-wide counters.
+    pub counters: Arc<ProxyCounters>,
+    /// The client users file (scram-sha-256 / md5), if configured.
+    pub users: Option<Arc<SharedAuthFile>>,
+}
+
+const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
+
+/// Serve one client connection to its end.
+pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>) {
+    let _ = sock.set_nodelay(true);
+    let config = ctx.config.load_full();
+    let startup_timeout = config.clients.startup_timeout.get();
+    let started =
+        match tokio::time::timeout(startup_timeout, startup::read_startup(&mut sock)).await {
+            Err(_) => {
+                tracing::debug!("client sent no startup packet in time");
+                return;
+            }
+            Ok(Err(r)) => return refuse(&mut sock, &r).await,
+            Ok(Ok(s)) => s,
+        };
+    let (params, rest) = match started {
+        Startup::Gone => return,
+        Startup::Cancel { pid, key } => {
+            return startup::forward_cancel(&ctx.cancels, pid, key).await;
+        }
+        Startup::Login { params, rest } => (params, rest),
+    };
+    let login = match startup::login(&params, &ctx.pools) {
+        Ok(l) => l,
+        Err(r) => return refuse(&mut sock, &r).await,
+    };
+    let rest = match startup::authenticate(
+        &config.clients,
+        ctx.users.as_deref(),
+        &login.user,
+        &mut sock,
+        rest,
+    )
+    .await
+    {
+        Ok(rest) => rest,
+        Err(r) => return refuse(&mut sock, &r).await,
+    };
+    let mut session = Session::new(sock, rest, login, ctx, &config);
+    session.run().await;
+}
+
+async fn refuse(sock: &mut TcpStream, r: &Refusal) {
+    use tokio::io::AsyncWriteExt;
+    tracing::info!(code = r.code, message = %r.message, "refusing a client");
+    let _ = sock.write_all(&startup::fatal(r)).await;
+    let _ = sock.shutdown().await;
+}
+
+struct Session {
+    client: ClientIo,
+    login: Login,
+    ctx: Arc<Ctx>,
+    mode: PoolMode,
+    idle_in_transaction: Duration,
+    phase: watch::Receiver<Phase>,
+}
+
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Session {
+    fn new(sock: TcpStream, rest: BytesMut, login: Login, ctx: Arc<Ctx>, config: &Config) -> Self {
+        let (rd, wr) = sock.into_split();
+        Self {
+            client: ClientIo::new(rd, wr, rest, config.clients.max_message_size as usize),
+            login,
+            phase: ctx.phase.clone(),
+            mode: config.mode,
+            idle_in_transaction: config.pool.idle_in_transaction().get(),
+            ctx,
+        }
+    }
+
+    async fn fatal(&mut self, code: &str, message: &str) {
+        let _ = self
+            .client
+            .send(&build::error(Severity::Fatal, code, message))
+            .await;
+    }
+
+    async fn run(&mut self) {
+        let cancel = self.ctx.cancels.register();
+        let params = match startup::server_params(&self.login).await {
+            Ok(p) => p,
+            Err(r) => return self.fatal(r.code, &r.message).await,
+        };
+        // Session mode: the server connection is held from login to logout.
+        let held = if self.mode == PoolMode::Session {
+            match self
+                .login
+                .db
+                .pool
+                .checkout(&self.login.application_name)
+                .await
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let r = startup::checkout_refusal(e);
+                    return self.fatal(r.code, &r.message).await;
+                }
+            }
+        } else {
+            None
+        };
+        if self
+            .client
+            .send(&startup::greeting(&self.login, &params, &cancel))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tracing::debug!(database = %self.login.db.config.name, "client logged in");
+        let ctx = self.ctx.clone();
+        let _connected = ctx.counters.client_connected();
+        if let Some(mut c) = held {
+            if let Err(e) = self.prepare(c.conn()).await {
+                tracing::warn!(error = %e, "cannot prepare a server connection");
+                c.discard(CloseReason::Error);
+                return self
+                    .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                    .await;
+            }
+            cancel.set(Some(c.conn().cancel.clone()));
+            self.hold(c, None).await;
+            return;
+        }
+        loop {
+            let first = tokio::select! {
+                r = self.client.read() => r,
+                _ = wait_for(&mut self.phase, Phase::Draining) => {
+                    return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                }
+            };
+            let first = match first {
+                Ok(Some(f)) if f.tag == b'X' => return,
+                Ok(Some(f)) if f.tag == b'p' => {
+                    return self
+                        .fatal(sqlstate::PROTOCOL_VIOLATION, "unexpected password message")
+                        .await;
+                }
+                Ok(Some(f)) => f,
+                Ok(None) | Err(ReadError::Io(_)) => return,
+                Err(ReadError::Frame(e)) => {
+                    return self
+                        .fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &format!("invalid frontend message: {e}"),
+                        )
+                        .await;
+                }
+            };
+            let Some(checkout) = self.checkout_while_connected().await else {
+                tracing::debug!("client left while waiting for a server connection");
+                return;
+            };
+            let mut c = match checkout {
+                Ok(c) => c,
+                Err(CheckoutError::Closed) => {
+                    return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                }
+                Err(e) => {
+                    let r = startup::checkout_refusal(e);
+                    if r.code == sqlstate::TOO_MANY_CONNECTIONS {
+                        tracing::warn!(database = %self.login.db.config.name, "a client hit pool_timeout");
+                    }
+                    match self.reject_transaction(first, r).await {
+                        Next::Continue => continue,
+                        Next::Stop => return,
+                    }
+                }
+            };
+            if let Err(e) = self.prepare(c.conn()).await {
+                tracing::warn!(error = %e, "cannot prepare a server connection");
+                c.discard(CloseReason::Error);
+                return self
+                    .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                    .await;
+            }
+            cancel.set(Some(c.conn().cancel.clone()));
+            let next = self.hold(c, Some(first)).await;
+            cancel.set(None);
+            if let Next::Stop = next {
+                return;
+            }
+            if *self.phase.borrow() >= Phase::Draining {
+                return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+            }
+        }
+    }
+
+    /// Check out a server connection, giving up (`None`) if the client closes its socket
+    /// while it waits, so a client that went away neither keeps its place in the queue nor
+    /// takes a connection from the next one.
+    async fn checkout_while_connected(
+        &mut self,
+    ) -> Option<Result<Checkout<ServerManager>, CheckoutError<crate::server::ConnectError>>> {
+        let pool = self.login.db.pool.clone();
+        let checkout = pool.checkout(&self.login.application_name);
+        tokio::pin!(checkout);
+        let mut watch_eof = true;
+        let mut probe = [0u8; 1];
+        loop {
+            tokio::select! {
+                r = &mut checkout => return Some(r),
+                peeked = self.client.rd.peek(&mut probe), if watch_eof => match peeked {
+                    Ok(0) | Err(_) => return None,
+                    // More messages are waiting: the client is there; stop watching.
+                    Ok(_) => watch_eof = false,
+                },
+            }
+        }
+    }
+
+    /// Make a server connection match this client's application_name and client_encoding.
+    async fn prepare(&self, server: &mut ServerConn) -> Result<(), crate::server::ServerError> {
+        let mut sets = String::new();
+        let want = [
+            (
+                "application_name",
+                Some(self.login.application_name.as_str()),
+            ),
+            ("client_encoding", self.login.client_encoding.as_deref()),
+        ];
+        for (name, value) in want {
+            if let Some(v) = value
+                && server.params.get(name).map(String::as_str) != Some(v)
+            {
+                sets.push_str(&format!("SET {name} = '{}';", v.replace('\'', "''")));
+            }
+        }
+        if sets.is_empty() {
+            Ok(())
+        } else {
+            server.simple_query(&sets).await
+        }
+    }
+
+    /// Relay with a checked-out connection until the transaction (or session) ends, then
+    /// give the connection back or close it.
+    async fn hold(&mut self, mut c: Checkout<ServerManager>, first: Option<Frame>) -> Next {
+        let mut b = Boundaries::new();
+        let session_mode = self.mode == PoolMode::Session;
+        let outcome = relay(
+            &mut self.client,
+            c.conn(),
+            first,
+            &mut b,
+            session_mode,
+            self.idle_in_transaction,
+            &mut self.phase,
+        )
+        .await;
+        self.ctx.counters.add_transactions(b.completed);
+        match outcome {
+            Outcome::Released => {
+                give_back(c, b.dirty).await;
+                Next::Continue
+            }
+            Outcome::ClientGone { clean } => {
+                if clean {
+                    give_back(c, b.dirty || session_mode).await;
+                } else {
+                    // Closing the server connection rolls the transaction back.
+                    tracing::info!(
+                        "client left in the middle of a transaction; closing its server connection"
+                    );
+                    c.discard(CloseReason::Error);
+                }
+                Next::Stop
+            }
+            Outcome::ServerFailed(e) => {
+                tracing::warn!(error = %e, "server connection failed during a transaction");
+                c.discard(CloseReason::Error);
+                self.fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                    .await;
+                Next::Stop
+            }
+            Outcome::IdleInTransaction => {
+                tracing::info!("closing a client idle in a transaction for too long");
+                c.discard(CloseReason::IdleInTransaction);
+                self.fatal(
+                    sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                    "terminating connection due to idle-in-transaction timeout",
+                )
+                .await;
+                Next::Stop
+            }
+            Outcome::Protocol(e) => {
+                c.discard(CloseReason::Error);
+                self.fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("invalid frontend message: {e}"),
+                )
+                .await;
+                Next::Stop
+            }
+            Outcome::Shutdown { clean } => {
+                if clean {
+                    give_back(c, true).await;
+                } else {
+                    c.discard(CloseReason::Shutdown);
+                }
+                self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                Next::Stop
+            }
+        }
+    }
+
+    /// No server connection for this transaction: answer its first message with the error,
+    /// skip to the end of the client's extended-protocol batch, and say ReadyForQuery. The
+    /// client connection stays usable.
+    async fn reject_transaction(&mut self, first: Frame, r: Refusal) -> Next {
+        let mut out = build::error(Severity::Error, r.code, &r.message);
+        let mut tag = first.tag;
+        while tag != b'Q' && tag != b'S' {
+            if self.client.send(&out).await.is_err() {
+                return Next::Stop;
+            }
+            out.clear();
+            match self.client.read().await {
+                Ok(Some(f)) if f.tag == b'X' => return Next::Stop,
+                Ok(Some(f)) => tag = f.tag,
+                Ok(None) | Err(ReadError::Io(_)) => return Next::Stop,
+                Err(ReadError::Frame(e)) => {
+                    self.fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        &format!("invalid frontend message: {e}"),
+                    )
+                    .await;
+                    return Next::Stop;
+                }
+            }
+        }
+        build::ready_for_query(&mut out, b'I');
+        if self.client.send(&out).await.is_err() {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    }
+}
+
+/// Return a connection to the pool, reset first if session state may have changed.
+/// `DISCARD ALL` keeps statement_timeout: it was set as a startup option, which is what
+/// `RESET` returns to.
+async fn give_back(mut c: Checkout<ServerManager>, dirty: bool) {
+    if dirty {
+        let reset =
+            tokio::time::timeout(Duration::from_secs(5), c.conn().simple_query("DISCARD ALL"))
+                .await;
+        if !matches!(reset, Ok(Ok(()))) {
+            tracing::warn!("cannot reset a server connection; closing it");
+            c.discard(CloseReason::Error);
+            return;
+        }
+    }
+    c.release(true);
+}
+
+async fn wait_for(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
+    loop {
+        if *phase.borrow_and_update() >= at_least {
+            return;
+        }
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}

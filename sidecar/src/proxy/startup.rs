@@ -1,0 +1,309 @@
+//! A client's start-up: SSLRequest/GSSENCRequest (answered `N`), CancelRequest, the
+//! StartupMessage, client authentication, and the greeting (AuthenticationOk,
+//! ParameterStatus, BackendKeyData, ReadyForQuery).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::cancel::{CancelHandle, CancelRegistry};
+use super::pools::{DbPool, Pools};
+use crate::auth::{AuthRequest, ClientAuthenticator, SharedAuthFile};
+use crate::config::{ClientAuth, ClientsConfig};
+use crate::pool::CheckoutError;
+use crate::protocol::build::{self, Severity};
+use crate::protocol::frame::is_frontend_tag;
+use crate::protocol::io::{FrameReader, ReadError};
+use crate::protocol::sqlstate;
+use crate::protocol::startup::{self, StartupError, StartupPacket};
+
+/// A refusal sent to the client as a FATAL ErrorResponse before closing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the start-up produced.
+pub enum Startup {
+    /// A client wants a session.
+    Login {
+        /// StartupMessage parameters.
+        params: Vec<(String, String)>,
+        /// Bytes read past the startup packet.
+        rest: BytesMut,
+    },
+    /// A cancel request (the connection is done after it).
+    Cancel {
+        /// pid from the client's BackendKeyData.
+        pid: i32,
+        /// key from the client's BackendKeyData.
+        key: i32,
+    },
+    /// The client went away.
+    Gone,
+}
+
+/// Read start-up packets until a StartupMessage or CancelRequest. Answers `N` to SSL and
+/// GSS encryption requests.
+pub async fn read_startup(sock: &mut TcpStream) -> Result<Startup, Refusal> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        match startup::decode(&mut buf) {
+            Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+                if !buf.is_empty() {
+                    // Bytes after an encryption request before our answer: a protocol
+                    // violation (and the CVE-2021-23222 pattern).
+                    return Err(Refusal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "unexpected data after encryption request",
+                    ));
+                }
+                if sock.write_all(b"N").await.is_err() {
+                    return Ok(Startup::Gone);
+                }
+                continue;
+            }
+            Ok(Some(StartupPacket::Cancel { pid, key })) => {
+                return Ok(Startup::Cancel { pid, key });
+            }
+            Ok(Some(StartupPacket::Startup(params))) => {
+                return Ok(Startup::Login { params, rest: buf });
+            }
+            Ok(None) => {}
+            Err(e @ StartupError::UnsupportedProtocol(_)) => {
+                return Err(Refusal::new(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string()));
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                ));
+            }
+        }
+        match sock.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => return Ok(Startup::Gone),
+            Ok(0) => {
+                return Err(Refusal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "incomplete startup packet",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(Startup::Gone),
+        }
+    }
+}
+
+/// Forward a cancel request to the backend the client is using, if any.
+pub async fn forward_cancel(cancels: &CancelRegistry, pid: i32, key: i32) {
+    match cancels.lookup(pid, key) {
+        Some(target) => {
+            if let Err(e) = target.cancel().await {
+                tracing::warn!(error = %e, "cannot forward a cancel request");
+            } else {
+                tracing::info!("forwarded a cancel request");
+            }
+        }
+        None => tracing::debug!("cancel request for no running query"),
+    }
+}
+
+/// Client authentication: the one place it happens. `trust` accepts (config validation only
+/// allows it on a loopback listener); `scram-sha-256` and `md5` run the [`ClientAuthenticator`]
+/// against the users file. `rest` holds bytes already read past the startup packet and comes
+/// back with whatever follows the last authentication message. AuthenticationOk itself is
+/// sent with the greeting.
+pub async fn authenticate(
+    clients: &ClientsConfig,
+    users: Option<&SharedAuthFile>,
+    user: &str,
+    sock: &mut TcpStream,
+    rest: BytesMut,
+) -> Result<BytesMut, Refusal> {
+    if clients.auth == ClientAuth::Trust {
+        return Ok(rest);
+    }
+    let stored = users.and_then(|u| u.get(user));
+    let (mut auth, mut request) = ClientAuthenticator::start(clients.auth, user, stored.as_ref());
+    let mut reader = FrameReader::with_buffer(rest, MAX_AUTH_MESSAGE, is_frontend_tag);
+    let gone = || {
+        Refusal::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client left during authentication",
+        )
+    };
+    loop {
+        if request != AuthRequest::Ok {
+            sock.write_all(&request.encode())
+                .await
+                .map_err(|_| gone())?;
+        }
+        if auth.is_authenticated() {
+            return Ok(reader.into_buffer());
+        }
+        let frame = match reader.read_frame(sock).await {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(ReadError::Io(_)) => return Err(gone()),
+            Err(ReadError::Frame(e)) => {
+                return Err(Refusal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid authentication message: {e}"),
+                ));
+            }
+        };
+        if frame.tag != b'p' {
+            return Err(Refusal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "expected a password message",
+            ));
+        }
+        request = auth.receive(&frame.body).map_err(|e| Refusal {
+            code: e.sqlstate(),
+            message: e.to_string(),
+        })?;
+    }
+}
+
+/// Largest authentication message accepted from a client.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
+
+/// Who logged in, with what.
+#[derive(Clone)]
+pub struct Login {
+    /// User name the client gave.
+    pub user: String,
+    /// The pool of the database the client named.
+    pub db: Arc<DbPool>,
+    /// application_name the client gave (empty if none).
+    pub application_name: String,
+    /// client_encoding the client asked for, if any.
+    pub client_encoding: Option<String>,
+}
+
+/// Validate the StartupMessage parameters and find the pool.
+pub fn login(params: &[(String, String)], pools: &Pools) -> Result<Login, Refusal> {
+    let user = StartupPacket::param(params, "user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            Refusal::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?;
+    let database = StartupPacket::param(params, "database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+    let db = pools.get(database).ok_or_else(|| {
+        Refusal::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        )
+    })?;
+    for (k, _) in params {
+        if !matches!(
+            k.as_str(),
+            "user" | "database" | "application_name" | "client_encoding"
+        ) {
+            // As PgBouncer with ignore_startup_parameters: other parameters (options,
+            // DateStyle, replication ...) are not carried to shared server connections.
+            tracing::debug!(parameter = %k, "ignoring a startup parameter");
+        }
+    }
+    Ok(Login {
+        user: user.to_string(),
+        db,
+        application_name: StartupPacket::param(params, "application_name")
+            .unwrap_or("")
+            .to_string(),
+        client_encoding: StartupPacket::param(params, "client_encoding").map(str::to_string),
+    })
+}
+
+/// The server parameters to report at login: cached from an earlier server connection, or
+/// fetched by checking one out.
+pub async fn server_params(login: &Login) -> Result<HashMap<String, String>, Refusal> {
+    if let Some(p) = login
+        .db
+        .server_params
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        return Ok(p);
+    }
+    let mut c = login
+        .db
+        .pool
+        .checkout(&login.application_name)
+        .await
+        .map_err(checkout_refusal)?;
+    let params = c.conn().params.clone();
+    c.release(true);
+    *login
+        .db
+        .server_params
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(params.clone());
+    Ok(params)
+}
+
+/// The FATAL sent when no server connection can be had at login.
+pub fn checkout_refusal<E: std::fmt::Display>(e: CheckoutError<E>) -> Refusal {
+    match e {
+        CheckoutError::Timeout(m) => Refusal::new(sqlstate::TOO_MANY_CONNECTIONS, m),
+        CheckoutError::Connect(e) => Refusal::new(
+            sqlstate::CONNECTION_FAILURE,
+            format!("could not connect to the database server: {e}"),
+        ),
+        CheckoutError::Closed => Refusal::new(
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command",
+        ),
+    }
+}
+
+/// The greeting after a successful login.
+pub fn greeting(
+    login: &Login,
+    server: &HashMap<String, String>,
+    cancel: &CancelHandle,
+) -> BytesMut {
+    let mut out = BytesMut::new();
+    build::auth_ok(&mut out);
+    let mut params: Vec<(&str, &str)> = server
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    params.sort();
+    for (k, v) in params {
+        let v = match k {
+            "application_name" => login.application_name.as_str(),
+            "client_encoding" => login.client_encoding.as_deref().unwrap_or(v),
+            _ => v,
+        };
+        build::parameter_status(&mut out, k, v);
+    }
+    build::backend_key_data(&mut out, cancel.key.0, cancel.key.1);
+    build::ready_for_query(&mut out, b'I');
+    out
+}
+
+/// A FATAL ErrorResponse for a refusal.
+pub fn fatal(r: &Refusal) -> BytesMut {
+    build::error(Severity::Fatal, r.code, &r.message)
+}

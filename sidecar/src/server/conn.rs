@@ -1,0 +1,206 @@
+//! An open, logged-in server connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::ServerStream;
+use crate::protocol::build::parse_error_fields;
+use crate::protocol::frame::{Frame, is_backend_tag};
+use crate::protocol::io::{FrameReader, ReadError};
+
+/// Largest message accepted from a server (a sanity bound, not a policy).
+pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+/// A failure on an open server connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The socket or framing failed.
+    #[error("server connection failed: {0}")]
+    Read(#[from] ReadError),
+    /// The socket failed while writing.
+    #[error("server connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server closed the connection.
+    #[error("server closed the connection")]
+    Closed,
+    /// The server answered with an ErrorResponse.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// SQLSTATE.
+        code: String,
+        /// Message text (never contains query text we sent: we only send our own SQL).
+        message: String,
+    },
+    /// The server sent something unexpected.
+    #[error("unexpected server message {0:?}")]
+    Unexpected(char),
+}
+
+/// Where and how to cancel what a server backend is running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Backend process id.
+    pub pid: i32,
+    /// Backend secret key.
+    pub key: i32,
+}
+
+impl CancelTarget {
+    /// Send a CancelRequest to the server on a new plain TCP connection (PostgreSQL accepts
+    /// cancel requests before any TLS or authentication).
+    pub async fn cancel(&self) -> std::io::Result<()> {
+        let mut s = TcpStream::connect(self.addr).await?;
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(self.pid, self.key, &mut buf);
+        s.write_all(&buf).await?;
+        s.flush().await?;
+        // PostgreSQL closes the socket once it has the request.
+        let mut sink = [0u8; 16];
+        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;
+        Ok(())
+    }
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub(crate) stream: ServerStream,
+    pub(crate) reader: FrameReader,
+    /// Server parameters (ParameterStatus), kept current as the proxy forwards messages.
+    pub params: HashMap<String, String>,
+    /// Where cancel requests for this backend go.
+    pub cancel: CancelTarget,
+    /// When the connection was opened (for pool_recycle).
+    pub created: Instant,
+}
+
+impl ServerConn {
+    /// A connection over `stream` that skipped the login (for tests of the relay).
+    #[cfg(test)]
+    pub(crate) fn for_tests(stream: ServerStream, cancel: CancelTarget) -> Self {
+        Self {
+            stream,
+            reader: server_reader(),
+            params: HashMap::new(),
+            cancel,
+            created: Instant::now(),
+        }
+    }
+
+    /// The next message from the server.
+    pub async fn read(&mut self) -> Result<Frame, ServerError> {
+        match self.reader.read_frame(&mut self.stream).await? {
+            Some(f) => {
+                if f.tag == b'S' {
+                    self.note_parameter(&f.body);
+                }
+                Ok(f)
+            }
+            None => Err(ServerError::Closed),
+        }
+    }
+
+    /// A message already buffered, without waiting.
+    pub fn try_read(&mut self) -> Result<Option<Frame>, ServerError> {
+        match self.reader.try_frame() {
+            Ok(Some(f)) => {
+                if f.tag == b'S' {
+                    self.note_parameter(&f.body);
+                }
+                Ok(Some(f))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(ServerError::Read(ReadError::Frame(e))),
+        }
+    }
+
+    /// Write bytes to the server.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Remember a ParameterStatus body.
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        let mut parts = body.split(|b| *b == 0);
+        if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+            self.params.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            );
+        }
+    }
+
+    /// Whether bytes from the server are waiting unread (e.g. a FATAL from a killed backend).
+    pub fn has_buffered(&self) -> bool {
+        self.reader.has_buffered()
+    }
+
+    /// Round trip a Sync: a healthy idle backend answers ReadyForQuery `I`.
+    pub async fn ping(&mut self) -> bool {
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::sync(&mut buf);
+        if self.write(&buf).await.is_err() {
+            return false;
+        }
+        loop {
+            match self.read().await {
+                Ok(f) if f.tag == b'Z' => return f.body.first() == Some(&b'I'),
+                Ok(f) if matches!(f.tag, b'S' | b'N' | b'A') => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Run our own SQL (never client SQL) with the simple protocol and wait for ReadyForQuery.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut buf)?;
+        self.write(&buf).await?;
+        let mut failure = None;
+        loop {
+            let f = self.read().await?;
+            match f.tag {
+                b'E' => {
+                    let (_, code, message) = parse_error_fields(&f.body);
+                    failure = Some(ServerError::Server {
+                        code: code.unwrap_or_default(),
+                        message: message.unwrap_or_default(),
+                    });
+                }
+                b'Z' => {
+                    return match failure {
+                        Some(e) => Err(e),
+                        None if f.body.first() == Some(&b'I') => Ok(()),
+                        None => Err(ServerError::Unexpected('Z')),
+                    };
+                }
+                b'C' | b'S' | b'N' | b'A' | b'I' | b'T' | b'D' => {}
+                other => return Err(ServerError::Unexpected(other as char)),
+            }
+        }
+    }
+
+    /// Say goodbye (Terminate) and close.
+    pub async fn terminate(mut self) {
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::terminate(&mut buf);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let _ = self.stream.write_all(&buf).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// A frame reader for server messages.
+pub(crate) fn server_reader() -> FrameReader {
+    FrameReader::new(MAX_SERVER_MESSAGE, is_backend_tag)
+}
