@@ -22,6 +22,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use poolwarden_crds::{DbPoolPolicy, PodsStatus};
 
 use crate::FIELD_MANAGER;
+use crate::autoscale::step::{Autoscaler, Credentials, Step};
+use crate::autoscale::{self, AlertLevel};
 use crate::metrics::Metrics;
 use crate::push::{self, PoolUpdate};
 use crate::reconcile::validate::{self, SecretFacts, SecretLookup};
@@ -34,6 +36,8 @@ pub const REQUEUE_OK: Duration = Duration::from_secs(300);
 pub const REQUEUE_INVALID: Duration = Duration::from_secs(30);
 /// Requeue while some sidecars could not be reached, to retry the push.
 pub const REQUEUE_UNREACHABLE: Duration = Duration::from_secs(15);
+/// How often an autoscaled policy's pods are scraped by default.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -45,6 +49,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Metrics,
+    /// Scraping, budget and the decision engine for autoscaled policies.
+    pub autoscaler: Autoscaler,
     failures: Mutex<HashMap<ObjectRef<DbPoolPolicy>, u32>>,
 }
 
@@ -55,12 +61,21 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance),
         };
+        let autoscaler = Autoscaler::new(DEFAULT_SCRAPE_INTERVAL, metrics.autoscale.clone())
+            .expect("the HTTP client for scraping builds");
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            autoscaler,
             failures: Mutex::default(),
         }
+    }
+
+    /// Scrape autoscaled policies' pods (and reconcile them) every `interval`.
+    pub fn with_scrape_interval(mut self, interval: Duration) -> Self {
+        self.autoscaler.interval = interval;
+        self
     }
 }
 
@@ -234,8 +249,8 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
     let targets = push::ready_targets(&matched, spec.sidecar.admin_port);
     let current = policy.status.as_ref();
 
+    let mut step: Option<Step> = None;
     let (spec_result, decided, unreachable) = if violations.is_empty() {
-        let decided = sizing::desired(spec, current);
         let owner = policy
             .controller_owner_ref(&())
             .ok_or(Error::MissingObjectKey("metadata.uid"))?;
@@ -249,6 +264,35 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
         secrets
             .patch(&admin_name, &apply, &Patch::Apply(&admin))
             .await?;
+
+        // Autoscaling: scrape, remember, read the budget, decide. Otherwise the spec decides.
+        let decided = if spec.autoscaling.enabled {
+            let credentials = database_credentials(spec, &fetched);
+            let now = jiff::Timestamp::now();
+            let mut pass = ctx
+                .autoscaler
+                .step(&ctx.client, &policy, &matched, &token, &credentials, now)
+                .await;
+            if pass.decision.sizing.pool_size == 0 {
+                // A budget with no room at all: hold what runs rather than push a pool of 0
+                // (BudgetLimited says why).
+                let held = sizing::desired(spec, current);
+                pass.decision.sizing = autoscale::Sizing {
+                    pool_size: held.pool_size,
+                    max_overflow: held.max_overflow,
+                };
+                pass.decision.changed = false;
+            }
+            let d = sizing::Sizing {
+                pool_size: pass.decision.sizing.pool_size,
+                max_overflow: pass.decision.sizing.max_overflow,
+                reason: pass.decision.reason,
+            };
+            step = Some(pass);
+            d
+        } else {
+            sizing::desired(spec, current)
+        };
 
         let users: BTreeMap<String, String> = spec
             .databases
@@ -301,7 +345,12 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
     let obs = status::Observed {
         generation: policy.metadata.generation,
         spec: spec_result,
-        sizing: decided,
+        // An autoscaled policy's size and history are written by `autoscale::record` below.
+        sizing: if step.is_some() {
+            None
+        } else {
+            decided.clone()
+        },
         pods: PodsStatus {
             matched: u32::try_from(matched.len()).unwrap_or(u32::MAX),
             reporting: u32::try_from(targets.len().saturating_sub(unreachable.len()))
@@ -309,7 +358,11 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
             unreachable,
         },
     };
-    let (next, transitions) = status::next_status(current, &obs, &now());
+    let stamp = now();
+    let (mut next, transitions) = status::next_status(current, &obs, &stamp);
+    let autoscaled = step
+        .as_ref()
+        .map(|pass| autoscaled_status(&mut next, pass, &obs.pods.unreachable, spec, &stamp));
     status::apply(&policies, &name, &next).await?;
 
     let reference = policy.object_ref(&());
@@ -333,22 +386,206 @@ pub async fn reconcile(policy: Arc<DbPoolPolicy>, ctx: Arc<Context>) -> Result<A
     }
     if let Some((from, to, reason)) = transitions.pool_size {
         ctx.metrics
+            .autoscale
             .scale_decisions
-            .with_label_values(&[reason])
+            .with_label_values(&[&ns, &name, reason])
             .inc();
         let note = format!("pool size {from} -> {to}");
         publish(&ctx, &reference, EventType::Normal, reason, "Resize", note).await;
+    }
+    match (&step, autoscaled) {
+        (Some(pass), Some(outcome)) => {
+            let d = &pass.decision;
+            ctx.metrics.autoscale.observe(
+                &ns,
+                &name,
+                d,
+                pass.budget.as_ref().map(|b| b.per_pod_limit),
+                pass.observation.utilization(),
+                u32::try_from(pass.observation.unreachable().len()).unwrap_or(u32::MAX),
+            );
+            if let Some(entry) = outcome.scale_event {
+                let note = format!(
+                    "pool size {} -> {} (max_overflow {}): {}",
+                    entry.from_pool_size, entry.to_pool_size, d.sizing.max_overflow, d.message
+                );
+                publish(
+                    &ctx,
+                    &reference,
+                    EventType::Normal,
+                    d.reason,
+                    "Resize",
+                    note,
+                )
+                .await;
+            }
+            if outcome.budget_became_limited {
+                let note = format!(
+                    "{} - the database connection budget binds: add database capacity \
+                     (max_connections) or reduce replicas",
+                    d.message
+                );
+                let reason = poolwarden_crds::conditions::reasons::BUDGET_EXCEEDED;
+                publish(&ctx, &reference, EventType::Warning, reason, "Budget", note).await;
+            }
+            if let Some(level) = outcome.saturation_raised {
+                let note = format!("{level:?}: {}", pass.alert.message);
+                publish(
+                    &ctx,
+                    &reference,
+                    EventType::Warning,
+                    "PoolSaturated",
+                    "Alert",
+                    note,
+                )
+                .await;
+            }
+        }
+        _ => {
+            if let Some(d) = &decided {
+                ctx.metrics
+                    .autoscale
+                    .observe_fixed(&ns, &name, d.pool_size, d.max_overflow);
+            }
+        }
     }
 
     ctx.failures
         .lock()
         .expect("failures lock")
         .remove(&ObjectRef::from_obj(&policy));
-    Ok(match (&obs.spec, obs.pods.unreachable.is_empty()) {
-        (Err(_), _) => Action::requeue(REQUEUE_INVALID),
-        (Ok(()), false) => Action::requeue(REQUEUE_UNREACHABLE),
-        (Ok(()), true) => Action::requeue(REQUEUE_OK),
-    })
+    let action = match (&obs.spec, obs.pods.unreachable.is_empty()) {
+        (Err(_), _) => REQUEUE_INVALID,
+        (Ok(()), false) => REQUEUE_UNREACHABLE,
+        (Ok(()), true) => REQUEUE_OK,
+    };
+    // Autoscaled policies come back every scrape interval.
+    Ok(Action::requeue(if step.is_some() {
+        action.min(ctx.autoscaler.interval)
+    } else {
+        action
+    }))
+}
+
+/// (user, password) per database, from the fetched credential Secrets.
+fn database_credentials(
+    spec: &poolwarden_crds::DbPoolPolicySpec,
+    fetched: &BTreeMap<String, Secret>,
+) -> Credentials {
+    spec.databases
+        .iter()
+        .filter_map(|db| {
+            let r = &db.credentials_secret_ref;
+            let data = fetched.get(&r.name)?.data.as_ref()?;
+            let text = |k: &str| Some(String::from_utf8_lossy(&data.get(k)?.0).into_owned());
+            Some((
+                db.name.clone(),
+                (text(&r.username_key)?, text(&r.password_key)?),
+            ))
+        })
+        .collect()
+}
+
+/// What an autoscaling pass changed in the status, for Events.
+struct AutoscaledOutcome {
+    scale_event: Option<poolwarden_crds::ScaleEvent>,
+    budget_became_limited: bool,
+    saturation_raised: Option<AlertLevel>,
+}
+
+/// Writes an autoscaling pass into the status: size and history (`autoscale::record`), the
+/// budget, pods (scrape and push failures together), and the Scaling, BudgetLimited,
+/// PoolSaturated and BreakerOpen conditions.
+fn autoscaled_status(
+    next: &mut poolwarden_crds::DbPoolPolicyStatus,
+    pass: &Step,
+    push_unreachable: &[String],
+    spec: &poolwarden_crds::DbPoolPolicySpec,
+    stamp: &str,
+) -> AutoscaledOutcome {
+    use poolwarden_crds::conditions::{reasons, status as cs, types};
+    let now: jiff::Timestamp = stamp.parse().unwrap_or_else(|_| jiff::Timestamp::now());
+    let d = &pass.decision;
+    let window = spec.autoscaling.review.window_days;
+    let scale_event =
+        autoscale::record(next, d, &pass.history, Some(&pass.observation), window, now);
+    if let Some(pods) = next.pods.as_mut() {
+        for name in push_unreachable {
+            if !pods.unreachable.contains(name) {
+                pods.unreachable.push(name.clone());
+            }
+        }
+    }
+    next.connection_budget = pass.budget.as_ref().map(|b| b.to_status());
+    let g = next.observed_generation;
+    let c = &mut next.conditions;
+    let (scaling, scaling_reason) = if d.changed {
+        (cs::TRUE, d.reason)
+    } else {
+        (cs::FALSE, reasons::RECONCILED)
+    };
+    status::set_condition(
+        c,
+        types::SCALING,
+        scaling,
+        scaling_reason,
+        &d.message,
+        g,
+        stamp,
+    );
+    let (budget_status, budget_reason) = d.budget_condition();
+    let budget_transition = status::set_condition(
+        c,
+        types::BUDGET_LIMITED,
+        budget_status,
+        budget_reason,
+        &d.message,
+        g,
+        stamp,
+    );
+    let (saturated, saturated_reason) = match pass.alert.level {
+        AlertLevel::Critical => (cs::TRUE, "UtilizationCritical"),
+        AlertLevel::Warning => (cs::TRUE, "UtilizationWarning"),
+        AlertLevel::None => (cs::FALSE, "BelowThresholds"),
+    };
+    let saturation_transition = status::set_condition(
+        c,
+        types::POOL_SATURATED,
+        saturated,
+        saturated_reason,
+        &pass.alert.message,
+        g,
+        stamp,
+    );
+    let open = pass.observation.breaker_open();
+    let (breaker, breaker_reason, breaker_msg) = if open {
+        (
+            cs::TRUE,
+            "BreakerOpen",
+            "a sidecar reports its circuit breaker open: the database refuses or drops connections",
+        )
+    } else {
+        (
+            cs::FALSE,
+            "BreakerClosed",
+            "no sidecar reports an open circuit breaker",
+        )
+    };
+    status::set_condition(
+        c,
+        types::BREAKER_OPEN,
+        breaker,
+        breaker_reason,
+        breaker_msg,
+        g,
+        stamp,
+    );
+    AutoscaledOutcome {
+        scale_event,
+        budget_became_limited: budget_transition && budget_status == cs::TRUE,
+        saturation_raised: (saturation_transition && saturated == cs::TRUE)
+            .then_some(pass.alert.level),
+    }
 }
 
 async fn publish(

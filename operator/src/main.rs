@@ -1,7 +1,9 @@
 //! The `poolwarden-operator` binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use poolwarden_operator::controller::Scope;
@@ -53,6 +55,34 @@ struct RunArgs {
     /// hostname-pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// HTTPS address of the mutating admission webhook (`POST /mutate`), served by every
+    /// replica. An empty value turns the webhook off (local runs without certificates).
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8443",
+        env = "POOLWARDEN_WEBHOOK_LISTEN"
+    )]
+    webhook_listen: String,
+    /// Directory with the webhook's serving certificate (tls.crt, tls.key); rotated files are
+    /// picked up without a restart.
+    #[arg(
+        long,
+        default_value = "/var/run/poolwarden/webhook-certs",
+        env = "POOLWARDEN_WEBHOOK_CERT_DIR"
+    )]
+    webhook_cert_dir: PathBuf,
+    /// How often autoscaled policies' sidecars are scraped and the pool size decided
+    /// (e.g. 15s, 1m).
+    #[arg(long, default_value = "15s", value_parser = parse_interval, env = "POOLWARDEN_SCRAPE_INTERVAL")]
+    scrape_interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = poolwarden_sidecar::config::parse_duration(text)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{text:?} is below 100ms"));
+    }
+    Ok(d)
 }
 
 fn default_identity() -> String {
@@ -84,6 +114,21 @@ fn main() -> ExitCode {
                 identity: args.identity.unwrap_or_else(default_identity),
                 lease_duration_seconds: args.lease_duration_seconds,
                 lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),
+                webhook: if args.webhook_listen.trim().is_empty() {
+                    None
+                } else {
+                    match args.webhook_listen.parse() {
+                        Ok(addr) => Some((addr, args.webhook_cert_dir)),
+                        Err(_) => {
+                            eprintln!(
+                                "poolwarden-operator: invalid --webhook-listen: {:?} (accepted: an address such as 0.0.0.0:8443, or \"\" to turn the webhook off)",
+                                args.webhook_listen
+                            );
+                            return ExitCode::from(2);
+                        }
+                    }
+                },
+                scrape_interval: args.scrape_interval,
             };
             let rt = tokio::runtime::Runtime::new().expect("start the tokio runtime");
             match rt.block_on(run(cfg)) {

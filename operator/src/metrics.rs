@@ -1,24 +1,16 @@
 //! The operator's own Prometheus metrics, served on `--metrics-listen` at `/metrics`.
 
-use poolwarden_crds::conditions::reasons;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+use crate::autoscale::metrics::AutoscaleMetrics;
+
 /// The failure labels `controller::Error::metric_label` returns.
 pub const FAILURE_LABELS: [&str; 4] = ["api", "conflict", "kube", "object"];
 
-/// Reasons a pool size changes (spec edits and the autoscaler's decisions).
-pub const SCALE_REASONS: [&str; 6] = [
-    reasons::INITIAL_SIZING,
-    reasons::SPEC_CHANGED,
-    reasons::SUSTAINED_HIGH_UTILIZATION,
-    reasons::MONTHLY_REVIEW,
-    reasons::SUSTAINED_LOW_UTILIZATION,
-    reasons::BUDGET_EXCEEDED,
-];
-
-/// Every metric the operator exports.
+/// Every metric the operator exports: its own reconcile metrics and the autoscaler's
+/// per-policy families (scale decisions by reason, pool size, budget), one registry.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -28,8 +20,8 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     /// Reconcile duration.
     pub reconcile_duration: Histogram,
-    /// Pool-size decisions, by reason (SpecChanged, InitialSizing, and the autoscaler's).
-    pub scale_decisions: IntCounterVec,
+    /// Per-policy families: scale decisions by reason, pool size, max overflow, budget.
+    pub autoscale: AutoscaleMetrics,
 }
 
 impl Default for Metrics {
@@ -56,35 +48,25 @@ impl Default for Metrics {
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .unwrap();
-        let scale_decisions = IntCounterVec::new(
-            Opts::new(
-                "poolwarden_operator_scale_decisions_total",
-                "Pool size changes decided, by reason",
-            ),
-            &["reason"],
-        )
-        .unwrap();
         // Export every known label at 0, so rates and alerts work before the first event.
         for reason in FAILURE_LABELS {
             failures.with_label_values(&[reason]);
         }
-        for reason in SCALE_REASONS {
-            scale_decisions.with_label_values(&[reason]);
-        }
+        let autoscale = AutoscaleMetrics::new().expect("static metric definitions are valid");
         registry.register(Box::new(reconciles.clone())).unwrap();
         registry.register(Box::new(failures.clone())).unwrap();
         registry
             .register(Box::new(reconcile_duration.clone()))
             .unwrap();
-        registry
-            .register(Box::new(scale_decisions.clone()))
-            .unwrap();
+        autoscale
+            .register(&registry)
+            .expect("autoscale metric names are unique");
         Self {
             registry,
             reconciles,
             failures,
             reconcile_duration,
-            scale_decisions,
+            autoscale,
         }
     }
 }
@@ -110,14 +92,16 @@ mod tests {
         m.reconciles.inc();
         m.failures.with_label_values(&["kube"]).inc();
         m.reconcile_duration.observe(0.2);
-        m.scale_decisions.with_label_values(&["SpecChanged"]).inc();
+        m.autoscale
+            .scale_decisions
+            .with_label_values(&["clinical", "backend", "SpecChanged"])
+            .inc();
         let text = m.render();
         for want in [
             "poolwarden_operator_reconciles_total 1",
             "poolwarden_operator_reconcile_failures_total{reason=\"kube\"} 1",
             "poolwarden_operator_reconcile_duration_seconds_count 1",
-            "poolwarden_operator_scale_decisions_total{reason=\"SpecChanged\"} 1",
-            "poolwarden_operator_scale_decisions_total{reason=\"MonthlyReview\"} 0",
+            "poolwarden_operator_scale_decisions_total{namespace=\"clinical\",policy=\"backend\",reason=\"SpecChanged\"} 1",
             "poolwarden_operator_reconcile_failures_total{reason=\"conflict\"} 0",
         ] {
             assert!(text.contains(want), "{want} missing in\n{text}");

@@ -17,8 +17,10 @@
 //! | `coordination.k8s.io` | `leases` | get, create, patch | leader election (in the operator's namespace only) |
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kube::Client;
 use tokio::sync::watch;
@@ -45,6 +47,10 @@ pub struct RunConfig {
     pub lease_duration_seconds: u64,
     /// Seconds before expiry at which the holder renews.
     pub lease_grace_seconds: u64,
+    /// The admission webhook's address and certificate directory; `None`: not served.
+    pub webhook: Option<(SocketAddr, PathBuf)>,
+    /// How often autoscaled policies are scraped and decided.
+    pub scrape_interval: Duration,
 }
 
 /// A future that completes when the process gets SIGTERM or SIGINT.
@@ -74,7 +80,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let (bound, server_task) =
         server::serve(cfg.metrics_listen, state, stopped(stop_rx.clone())).await?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
-    // The admission webhook server (`webhook::serve`) is started here, beside this one.
+    // The admission webhook runs on every replica, beside the metrics server.
+    let webhook_task = match cfg.webhook.clone() {
+        Some((addr, cert_dir)) => {
+            let hook =
+                crate::webhook::serve(client.clone(), addr, cert_dir, stopped(stop_rx.clone()));
+            tracing::info!(%addr, "serving the admission webhook");
+            Some(tokio::spawn(hook))
+        }
+        None => {
+            tracing::info!("admission webhook off (--webhook-listen \"\")");
+            None
+        }
+    };
 
     tokio::spawn(async move {
         termination().await;
@@ -84,7 +102,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     client.apiserver_version().await?;
     ready.store(true, Ordering::Release);
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics, cfg.identity.clone()));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics, cfg.identity.clone())
+            .with_scrape_interval(cfg.scrape_interval),
+    );
     let lease = LeaseConfig {
         name: cfg.lease_name.clone(),
         namespace: cfg
@@ -97,10 +118,25 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     };
     let scope = cfg.scope.clone();
     let rx = stop_rx.clone();
-    leader::run_while_leader(client, lease, stop_rx.clone(), || {
+    let leader = leader::run_while_leader(client, lease, stop_rx.clone(), || {
         controller::run(ctx.clone(), scope.clone(), stopped(rx.clone()))
-    })
-    .await?;
+    });
+    tokio::pin!(leader);
+    match webhook_task {
+        // The webhook ends early only on an error (no certificate, port taken): fail loudly,
+        // since pods labelled for a pool cannot start without it.
+        Some(mut task) => tokio::select! {
+            r = &mut leader => {
+                r?;
+                task.await??;
+            }
+            r = &mut task => {
+                r?.map_err(|e| anyhow::anyhow!("admission webhook: {e}"))?;
+                leader.await?;
+            }
+        },
+        None => leader.await?,
+    }
     server_task.await??;
     Ok(())
 }

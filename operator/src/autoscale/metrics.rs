@@ -6,10 +6,11 @@
 //! | `poolwarden_operator_scale_decisions_total` | counter | namespace, policy, reason |
 //! | `poolwarden_operator_pool_size` | gauge | namespace, policy |
 //! | `poolwarden_operator_max_overflow` | gauge | namespace, policy |
-//! | `poolwarden_operator_connection_budget_per_pod` | gauge | namespace, policy |
+//! | `poolwarden_operator_budget_per_pod_limit` | gauge | namespace, policy |
 //! | `poolwarden_operator_budget_limited` | gauge (0/1) | namespace, policy |
 //! | `poolwarden_operator_pool_utilization_ratio` | gauge | namespace, policy |
 //! | `poolwarden_operator_pods_unreachable` | gauge | namespace, policy |
+//! | `poolwarden_operator_at_max_pool_size` | gauge (0/1) | namespace, policy |
 //!
 //! A scale decision is counted when it changes the size (one per Event), by its reason.
 
@@ -34,6 +35,8 @@ pub struct AutoscaleMetrics {
     pub utilization: GaugeVec,
     /// Matched pods that could not be scraped.
     pub pods_unreachable: IntGaugeVec,
+    /// 1 while the pool cannot grow by itself: at maxPoolSize, or autoscaling disabled.
+    pub at_max_pool_size: IntGaugeVec,
 }
 
 const POLICY: [&str; 2] = ["namespace", "policy"];
@@ -59,7 +62,7 @@ impl AutoscaleMetrics {
                 "Current max_overflow per sidecar",
             )?,
             budget_per_pod: gauge(
-                "poolwarden_operator_connection_budget_per_pod",
+                "poolwarden_operator_budget_per_pod_limit",
                 "Largest pool_size + max_overflow each pod pool may have",
             )?,
             budget_limited: gauge(
@@ -77,6 +80,10 @@ impl AutoscaleMetrics {
                 "poolwarden_operator_pods_unreachable",
                 "Matched pods whose sidecar could not be scraped",
             )?,
+            at_max_pool_size: gauge(
+                "poolwarden_operator_at_max_pool_size",
+                "1 while the pool cannot grow by itself (at maxPoolSize, or autoscaling disabled)",
+            )?,
         })
     }
 
@@ -89,6 +96,7 @@ impl AutoscaleMetrics {
         registry.register(Box::new(self.budget_limited.clone()))?;
         registry.register(Box::new(self.utilization.clone()))?;
         registry.register(Box::new(self.pods_unreachable.clone()))?;
+        registry.register(Box::new(self.at_max_pool_size.clone()))?;
         Ok(())
     }
 
@@ -133,6 +141,23 @@ impl AutoscaleMetrics {
         self.pods_unreachable
             .with_label_values(&l)
             .set(i64::from(pods_unreachable));
+        self.at_max_pool_size
+            .with_label_values(&l)
+            .set(i64::from(decision.at_max));
+    }
+
+    /// Records a policy whose size is set by hand (autoscaling disabled): it cannot grow by
+    /// itself, so `at_max_pool_size` is 1 and the high-utilization warning can fire.
+    pub fn observe_fixed(&self, namespace: &str, policy: &str, pool_size: u32, max_overflow: u32) {
+        let l = [namespace, policy];
+        self.pool_size
+            .with_label_values(&l)
+            .set(i64::from(pool_size));
+        self.max_overflow
+            .with_label_values(&l)
+            .set(i64::from(max_overflow));
+        self.budget_limited.with_label_values(&l).set(0);
+        self.at_max_pool_size.with_label_values(&l).set(1);
     }
 
     /// Drops every series of a deleted policy (the decision counter keeps its history).
@@ -144,6 +169,7 @@ impl AutoscaleMetrics {
         let _ = self.budget_limited.remove_label_values(&l);
         let _ = self.utilization.remove_label_values(&l);
         let _ = self.pods_unreachable.remove_label_values(&l);
+        let _ = self.at_max_pool_size.remove_label_values(&l);
     }
 }
 
@@ -208,7 +234,9 @@ mod tests {
         assert!(text.contains(
             "poolwarden_operator_max_overflow{namespace=\"clinical\",policy=\"backend\"} 15"
         ));
-        assert!(text.contains("poolwarden_operator_connection_budget_per_pod{namespace=\"clinical\",policy=\"backend\"} 47"));
+        assert!(text.contains(
+            "poolwarden_operator_budget_per_pod_limit{namespace=\"clinical\",policy=\"backend\"} 47"
+        ));
         assert!(text.contains(
             "poolwarden_operator_pods_unreachable{namespace=\"clinical\",policy=\"backend\"} 0"
         ));

@@ -20,6 +20,7 @@ pub mod collect;
 pub mod decide;
 pub mod history;
 pub mod metrics;
+pub mod step;
 
 use jiff::Timestamp;
 use poolwarden_crds::{DbPoolPolicyStatus, MAX_HISTORY, PodsStatus, ScaleEvent, UtilizationStatus};
