@@ -64,6 +64,19 @@ impl Proxy {
         observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
         let pools = Arc::new(Pools::new(&config, observer)?);
+        Self::bind_pools(config, pools).await
+    }
+
+    /// As [`Proxy::bind`], with pools that report to `metrics` (see [`Pools::with_metrics`]).
+    pub async fn bind_with_metrics(
+        config: Config,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Self, RunError> {
+        let pools = Arc::new(Pools::with_metrics(&config, metrics)?);
+        Self::bind_pools(config, pools).await
+    }
+
+    async fn bind_pools(config: Config, pools: Arc<Pools>) -> Result<Self, RunError> {
         let users = match (&config.clients.auth, &config.clients.auth_file) {
             (ClientAuth::Trust, _) | (_, None) => None,
             (_, Some(path)) => Some(Arc::new(SharedAuthFile::load(path)?)),

@@ -4,29 +4,40 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::breaker::{BreakerError, SharedBreaker};
 use crate::config::{Config, DatabaseConfig};
+use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{CloseReason, Manager, Pool, PoolObserver, PoolSettings, PoolStats};
 use crate::server::{ConnectError, Connector, ServerConn};
 
-/// Opens server connections through a [`Connector`].
+/// Opens server connections through a [`Connector`], every attempt guarded by the pool's
+/// circuit breaker (first checkouts, pre-ping replacements and recycles alike).
 #[derive(Debug)]
 pub struct ServerManager {
     connector: Connector,
     ping_timeout: Duration,
+    breaker: SharedBreaker,
 }
 
 impl ServerManager {
-    /// A manager around `connector`; pings give up after `ping_timeout`.
-    pub fn new(connector: Connector, ping_timeout: Duration) -> Self {
+    /// A manager around `connector`; pings give up after `ping_timeout`; `breaker` guards
+    /// every connection attempt.
+    pub fn new(connector: Connector, ping_timeout: Duration, breaker: SharedBreaker) -> Self {
         Self {
             connector,
             ping_timeout,
+            breaker,
         }
     }
 
     /// The connector.
     pub fn connector(&self) -> &Connector {
         &self.connector
+    }
+
+    /// This pool's circuit breaker.
+    pub fn breaker(&self) -> &SharedBreaker {
+        &self.breaker
     }
 }
 
@@ -35,11 +46,21 @@ impl Manager for ServerManager {
     type Error = ConnectError;
 
     async fn connect(&self, application_name: &str) -> Result<ServerConn, ConnectError> {
-        let r = self.connector.connect(application_name).await;
-        if let Err(e) = &r {
-            tracing::warn!(database = %self.connector.database().name, error = %e, "cannot open a server connection");
+        let r = self
+            .breaker
+            .guard_connect(|| self.connector.connect(application_name))
+            .await;
+        match r {
+            Ok(conn) => Ok(conn),
+            Err(BreakerError::Open(rejection)) => {
+                tracing::debug!(database = %self.connector.database().name, "circuit breaker open: no connection attempt");
+                Err(ConnectError::BreakerOpen(rejection.message))
+            }
+            Err(BreakerError::Connect(e)) => {
+                tracing::warn!(database = %self.connector.database().name, error = %e, "cannot open a server connection");
+                Err(e)
+            }
         }
-        r
     }
 
     async fn ping(&self, conn: &mut ServerConn) -> bool {
@@ -80,6 +101,8 @@ pub struct DbPool {
     /// Server parameters (server_version ...) reported to clients at login, from the first
     /// server connection.
     pub server_params: Mutex<Option<HashMap<String, String>>>,
+    /// This database's metric handles, when the process exports metrics.
+    pub metrics: Option<PoolMetrics>,
 }
 
 /// Every pool, by the database name clients use.
@@ -87,6 +110,7 @@ pub struct DbPool {
 pub struct Pools {
     map: RwLock<HashMap<String, Arc<DbPool>>>,
     observer: Option<ObserverFactory>,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -101,12 +125,37 @@ impl Pools {
     /// Pools for every database in `config`. `observer` (optional) gives each new pool an
     /// observer, by database name, for metrics.
     pub fn new(config: &Config, observer: Option<ObserverFactory>) -> Result<Self, ConnectError> {
+        Self::build(config, observer, None)
+    }
+
+    /// Pools for every database in `config` that report to `metrics`: pool events (opened,
+    /// closed, connect errors, waits, timeouts), breaker state and rejections, clients,
+    /// transactions and queries.
+    pub fn with_metrics(config: &Config, metrics: Metrics) -> Result<Self, ConnectError> {
+        let m = metrics.clone();
+        let observer: ObserverFactory = Arc::new(move |db: &str| {
+            Arc::new(MetricsObserver(m.pool(db))) as Arc<dyn PoolObserver>
+        });
+        Self::build(config, Some(observer), Some(metrics))
+    }
+
+    fn build(
+        config: &Config,
+        observer: Option<ObserverFactory>,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, ConnectError> {
         let pools = Self {
             map: RwLock::default(),
             observer,
+            metrics,
         };
         pools.apply(config)?;
         Ok(pools)
+    }
+
+    /// The metrics registry, if the pools report to one.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     fn make(&self, db: &DatabaseConfig, config: &Config) -> Result<Arc<DbPool>, ConnectError> {
@@ -116,14 +165,21 @@ impl Pools {
             config.pool.statement_timeout.get(),
         )?;
         let observer = self.observer.as_ref().map(|f| f(&db.name));
+        let metrics = self.metrics.as_ref().map(|m| m.pool(&db.name));
+        let mut breaker = SharedBreaker::new(&config.breaker);
+        if let Some(m) = &metrics {
+            breaker = breaker.with_metrics(m.clone());
+            m.set_settings(config.pool.pool_size, config.pool.max_overflow);
+        }
         Ok(Arc::new(DbPool {
             config: db.clone(),
             pool: Pool::new(
-                ServerManager::new(connector, config.pool.connect_timeout.get()),
+                ServerManager::new(connector, config.pool.connect_timeout.get(), breaker),
                 pool_settings(config),
                 observer,
             ),
             server_params: Mutex::new(None),
+            metrics,
         }))
     }
 
@@ -171,6 +227,9 @@ impl Pools {
             ..db.pool.settings()
         };
         db.pool.resize(settings);
+        if let Some(m) = &db.metrics {
+            m.set_settings(pool_size, max_overflow);
+        }
         true
     }
 
@@ -188,6 +247,14 @@ impl Pools {
                         config.pool.connect_timeout.get(),
                         config.pool.statement_timeout.get(),
                     );
+                    existing
+                        .pool
+                        .manager()
+                        .breaker()
+                        .apply_config(&config.breaker);
+                    if let Some(m) = &existing.metrics {
+                        m.set_settings(config.pool.pool_size, config.pool.max_overflow);
+                    }
                     fresh.insert(db.name.clone(), existing);
                 }
                 other => {
@@ -202,6 +269,9 @@ impl Pools {
         for (name, old) in map.iter() {
             if !fresh.contains_key(name) {
                 old.pool.shut_down();
+                if let Some(m) = &self.metrics {
+                    m.remove_pool(name);
+                }
             }
         }
         *map = fresh;
@@ -212,6 +282,49 @@ impl Pools {
     pub fn shut_down(&self) {
         for db in self.map.read().unwrap_or_else(|p| p.into_inner()).values() {
             db.pool.shut_down();
+        }
+    }
+}
+
+/// Feeds one pool's events into its [`PoolMetrics`]. The gauges (checked out, checked in,
+/// overflow, waiting) are set from [`Pools::stats`] when metrics are scraped
+/// ([`Pools::refresh_gauges`]), so they always come from one consistent snapshot.
+struct MetricsObserver(PoolMetrics);
+
+impl PoolObserver for MetricsObserver {
+    fn opened(&self) {
+        self.0.connection_opened();
+    }
+    fn closed(&self, reason: CloseReason) {
+        if let Some(r) = crate::metrics::CloseReason::from_label(reason.as_str()) {
+            self.0.connection_closed(r);
+        }
+    }
+    fn connect_error(&self) {
+        self.0.connect_error();
+    }
+    fn waited(&self, wait: Duration) {
+        self.0.observe_wait(wait);
+    }
+    fn timed_out(&self) {
+        self.0.pool_timeout();
+    }
+}
+
+impl Pools {
+    /// Set every pool's gauges (settings, checked out/in, overflow, waiting, breaker state)
+    /// from one snapshot of each pool, just before the metrics are encoded.
+    pub fn refresh_gauges(&self) {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        for db in map.values() {
+            let Some(m) = &db.metrics else { continue };
+            let s = db.pool.stats();
+            m.set_settings(s.pool_size, s.max_overflow);
+            m.set_checked_out(s.checked_out);
+            m.set_checked_in(s.checked_in);
+            m.set_overflow(s.overflow);
+            m.set_waiting(s.waiting);
+            m.set_breaker_state(db.pool.manager().breaker().state());
         }
     }
 }
