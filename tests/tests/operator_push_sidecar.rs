@@ -21,7 +21,11 @@ fn binary(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -59,7 +63,11 @@ impl Sidecar {
             .stdin(Stdio::null())
             .spawn()
             .expect("start poolwarden-sidecar");
-        Self { child, log, admin: format!("{ip}:{admin_port}").parse().unwrap() }
+        Self {
+            child,
+            log,
+            admin: format!("{ip}:{admin_port}").parse().unwrap(),
+        }
     }
 
     fn log(&self) -> String {
@@ -74,8 +82,17 @@ impl Drop for Sidecar {
     }
 }
 
-async fn pool_settings(http: &reqwest::Client, admin: SocketAddr, token: &str) -> Option<(u64, u64)> {
-    let resp = http.get(format!("http://{admin}/api/pool")).bearer_auth(token).send().await.ok()?;
+async fn pool_settings(
+    http: &reqwest::Client,
+    admin: SocketAddr,
+    token: &str,
+) -> Option<(u64, u64)> {
+    let resp = http
+        .get(format!("http://{admin}/api/pool"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -94,7 +111,9 @@ async fn create_ready_pod(pods: &Api<Pod>, name: &str, ip: &str) {
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let status = serde_json::json!({"status": {"phase": "Running", "podIP": ip,
         "conditions": [{"type": "Ready", "status": "True"}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -121,22 +140,43 @@ async fn operator_push_reaches_real_sidecars_within_10s() {
         }
     }))
     .unwrap();
-    policies.create(&PostParams::default(), &policy).await.unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
 
     // What the kubelet would mount: the ConfigMap's file and the admin Secret's tokens file.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let yaml = wait_for("the rendered ConfigMap", Duration::from_secs(30), || async {
-        cms.get_opt("ward-poolwarden").await.unwrap()?.data?.get("poolwarden.yaml").cloned()
-    })
+    let yaml = wait_for(
+        "the rendered ConfigMap",
+        Duration::from_secs(30),
+        || async {
+            cms.get_opt("ward-poolwarden")
+                .await
+                .unwrap()?
+                .data?
+                .get("poolwarden.yaml")
+                .cloned()
+        },
+    )
     .await;
-    let admin = Api::<Secret>::namespaced(client.clone(), &ns).get("ward-poolwarden-admin").await.unwrap();
+    let admin = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("ward-poolwarden-admin")
+        .await
+        .unwrap();
     let data = admin.data.unwrap();
     let token = String::from_utf8(data["token"].0.clone()).unwrap();
     std::fs::write(dir.join("tokens"), &data["tokens"].0).unwrap();
     std::fs::write(dir.join("password"), "unused-with-trust").unwrap();
     let yaml = yaml
-        .replace("/var/run/poolwarden/admin/tokens", dir.join("tokens").to_str().unwrap())
-        .replace("/var/run/poolwarden/db/test/password", dir.join("password").to_str().unwrap());
+        .replace(
+            "/var/run/poolwarden/admin/tokens",
+            dir.join("tokens").to_str().unwrap(),
+        )
+        .replace(
+            "/var/run/poolwarden/db/test/password",
+            dir.join("password").to_str().unwrap(),
+        );
     let config = dir.join("poolwarden.yaml");
     std::fs::write(&config, yaml).unwrap();
 
@@ -146,18 +186,28 @@ async fn operator_push_reaches_real_sidecars_within_10s() {
     ];
     let http = reqwest::Client::new();
     for s in &sidecars {
-        let settings = wait_for("the sidecar's admin API", Duration::from_secs(30), || async {
-            pool_settings(&http, s.admin, &token).await
-        })
+        let settings = wait_for(
+            "the sidecar's admin API",
+            Duration::from_secs(30),
+            || async { pool_settings(&http, s.admin, &token).await },
+        )
         .await;
-        assert_eq!(settings, (20, 10), "started from the rendered file; log:\n{}", s.log());
+        assert_eq!(
+            settings,
+            (20, 10),
+            "started from the rendered file; log:\n{}",
+            s.log()
+        );
     }
     create_ready_pod(&pods, "ward-a", "127.0.0.2").await;
     create_ready_pod(&pods, "ward-b", "127.0.0.3").await;
 
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"pool": {"poolSize": 33, "maxOverflow": 17}}});
-    policies.patch("ward", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    policies
+        .patch("ward", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     for s in &sidecars {
         let limit = Duration::from_secs(10).saturating_sub(started.elapsed());
         wait_for("the new pool size live in the sidecar", limit, || async {
@@ -173,6 +223,9 @@ async fn operator_push_reaches_real_sidecars_within_10s() {
     assert_eq!((pods_status.matched, pods_status.reporting), (2, 2));
     assert!(pods_status.unreachable.is_empty());
     for s in &sidecars {
-        assert!(!s.log().contains(&token), "the admin token leaked into a sidecar log");
+        assert!(
+            !s.log().contains(&token),
+            "the admin token leaked into a sidecar log"
+        );
     }
 }
