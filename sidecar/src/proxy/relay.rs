@@ -122,10 +122,8 @@ impl QueryTimer {
                 let start = self.batch.take().map_or_else(Instant::now, |(t, _)| t);
                 self.batch = Some((start, Some(f.body.clone())));
             }
-            b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
-                if self.batch.is_none() {
-                    self.batch = Some((Instant::now(), None));
-                }
+            b'B' | b'D' | b'E' | b'C' | b'H' | b'F' if self.batch.is_none() => {
+                self.batch = Some((Instant::now(), None));
             }
             b'S' => {
                 let (start, sql) = self.batch.take().unwrap_or((Instant::now(), None));
@@ -355,6 +353,82 @@ pub async fn relay(
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        Frame {
+            tag,
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn counts(m: &crate::metrics::Metrics) -> (f64, f64) {
+        let text = m.encode();
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let get = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && s.labels.get("database") == Some("db"))
+                .map(|s| match &s.value {
+                    prometheus_parse::Value::Counter(v) => *v,
+                    prometheus_parse::Value::Histogram(h) => {
+                        h.iter().map(|b| b.count).fold(0.0, f64::max)
+                    }
+                    _ => f64::NAN,
+                })
+                .unwrap()
+        };
+        (
+            get("poolwarden_query_duration_seconds"),
+            get("poolwarden_slow_queries_total"),
+        )
+    }
+
+    /// Table: client messages then ReadyForQuerys → queries timed and slow ones counted. A
+    /// simple Query is one query; an extended batch up to its Sync is one; pipelined ones
+    /// are matched to their ReadyForQuery in order.
+    #[test]
+    fn queries_are_timed_per_ready_for_query() {
+        let cases: [(&[Frame], usize, Duration, (f64, f64)); 4] = [
+            (
+                &[frame(b'Q', b"SELECT 1\0")],
+                1,
+                Duration::from_secs(60),
+                (1.0, 0.0),
+            ),
+            (
+                &[
+                    frame(b'P', b"\0SELECT $1\0\0\0"),
+                    frame(b'B', b"\0\0\0\0\0\0"),
+                    frame(b'E', b"\0\0\0\0\0"),
+                    frame(b'S', b""),
+                ],
+                1,
+                Duration::from_secs(60),
+                (1.0, 0.0),
+            ),
+            (
+                &[frame(b'Q', b"SELECT 1\0"), frame(b'Q', b"SELECT 2\0")],
+                2,
+                Duration::ZERO,
+                (2.0, 2.0),
+            ),
+            // A Sync without a batch, and no ReadyForQuery yet: nothing recorded.
+            (&[frame(b'S', b"")], 0, Duration::ZERO, (0.0, 0.0)),
+        ];
+        for (i, (sent, readies, threshold, want)) in cases.into_iter().enumerate() {
+            let m = crate::metrics::Metrics::new();
+            let mut b = Boundaries::new().with_query_metrics(Some(m.pool("db")), threshold);
+            for f in sent {
+                b.client_sent(f);
+            }
+            for _ in 0..readies {
+                b.server_sent(&frame(b'Z', b"I"));
+            }
+            assert_eq!(counts(&m), want, "case {i}");
+        }
+    }
 
     /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
     /// default), in paused time, over real loopback sockets: a client inside a transaction
