@@ -390,7 +390,9 @@ mod tests {
     /// are matched to their ReadyForQuery in order.
     #[test]
     fn queries_are_timed_per_ready_for_query() {
-        let cases: [(&[Frame], usize, Duration, (f64, f64)); 4] = [
+        /// (client messages, ReadyForQuerys, threshold, (queries timed, slow queries))
+        type Case<'a> = (&'a [Frame], usize, Duration, (f64, f64));
+        let cases: [Case<'_>; 4] = [
             (
                 &[frame(b'Q', b"SELECT 1\0")],
                 1,
