@@ -113,6 +113,41 @@ async fn admin_auth_on_the_real_binary() {
     );
 }
 
+/// `/readyz` is about the sidecar, not the database: 200 with the database unreachable,
+/// while a client's query gets the connection error.
+#[tokio::test]
+async fn readyz_does_not_depend_on_the_database() {
+    let dir = TempDir::new("poolwarden-admin");
+    let tokens = tokens_file(dir.path());
+    let dead = poolwarden_tests::sidecar::free_port();
+    let sidecar = Sidecar::start_with(|port| {
+        config_yaml(
+            port,
+            "postgres",
+            "transaction",
+            "  pool_size: 2\n  connect_timeout: 1s",
+            &format!("admin:\n  tokens_file: {tokens}\n"),
+        )
+        .replace("port: 5432", &format!("port: {dead}"))
+    });
+    let http = reqwest::Client::new();
+    wait_ready(&http, &sidecar).await;
+    let pools = get_pool(&http, &sidecar, ADMIN).await;
+    assert_eq!(pools["pools"][0]["breaker"], "closed");
+    let r = tokio_postgres::connect(
+        &sidecar.conninfo("postgres", "pw_dead"),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    assert!(r.is_err(), "no server to log in against");
+    let r = http
+        .get(format!("{}/readyz", base(&sidecar)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn metrics_match_pg_stat_activity_and_name_every_series() {
     let (sidecar, _dir) = start("  pool_size: 3\n  max_overflow: 1", "");

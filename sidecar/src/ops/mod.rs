@@ -65,10 +65,7 @@ pub async fn run_until(
     )
     .with_metrics(metrics)
     .with_options(reload);
-    let (reload_handle, reload_task) = reloader.spawn().map_err(|source| RunError::Bind {
-        addr: admin_addr,
-        source,
-    })?;
+    let (reload_handle, reload_task) = reloader.spawn().map_err(RunError::Signal)?;
 
     // The admin server.
     let stop_admin = CancellationToken::new();

@@ -38,6 +38,9 @@ pub enum RunError {
     /// A database's connection settings are unusable (e.g. its sslrootcert).
     #[error(transparent)]
     Database(#[from] ConnectError),
+    /// The SIGHUP handler of the reload loop could not be installed.
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 /// A bound proxy, ready to serve. Admin and reload code get what they need from

@@ -63,6 +63,10 @@ impl Manager for ServerManager {
         }
     }
 
+    fn attempted(error: &ConnectError) -> bool {
+        !matches!(error, ConnectError::BreakerOpen(_))
+    }
+
     async fn ping(&self, conn: &mut ServerConn) -> bool {
         let limit = self.ping_timeout.min(self.connector.connect_timeout());
         tokio::time::timeout(limit, conn.ping())
@@ -326,5 +330,88 @@ impl Pools {
             m.set_waiting(s.waiting);
             m.set_breaker_state(db.pool.manager().breaker().state());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerState;
+    use crate::config::parse_file;
+    use crate::pool::CheckoutError;
+
+    /// A config with one database on a loopback port nobody listens on (connects are refused
+    /// at once), with `threshold` and `message` for the breaker.
+    fn config(threshold: u32, message: &str) -> Config {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "databases:\n  - name: db\n    host: 127.0.0.1\n    port: {port}\n    user: u\n    password: p\n    sslmode: disable\n\
+             pool:\n  pool_size: 2\n  max_overflow: 0\n  connect_timeout: 2s\n\
+             breaker:\n  failure_threshold: {threshold}\n  open_for: 1h\n  message: \"{message}\"\n"
+        );
+        let mut cfg = parse_file("test.yaml", &yaml).unwrap();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg
+    }
+
+    async fn checkout_error(pools: &Pools) -> ConnectError {
+        match pools.get("db").unwrap().pool.checkout("t").await {
+            Err(CheckoutError::Connect(e)) => e,
+            Err(e) => panic!("unexpected checkout error {e}"),
+            Ok(_) => panic!("connected to a closed port"),
+        }
+    }
+
+    /// A reload's breaker section reaches the existing pool's breaker: the new threshold
+    /// counts the next failures and the new message is what clients get; the counters and
+    /// the breaker gauge follow.
+    #[tokio::test]
+    async fn apply_changes_breaker_settings_of_existing_pools() {
+        let first = config(5, "old message");
+        let metrics = Metrics::new();
+        let pools = Pools::with_metrics(&first, metrics.clone()).unwrap();
+        // One failure under threshold 5: still closed.
+        assert!(!matches!(
+            checkout_error(&pools).await,
+            ConnectError::BreakerOpen(_)
+        ));
+        let breaker = || pools.get("db").unwrap().pool.manager().breaker().state();
+        assert_eq!(breaker(), BreakerState::Closed);
+        // Reload: threshold 2 (one more failure opens it), a new message, same database.
+        let mut second = config(2, "new message");
+        second.databases = first.databases.clone();
+        pools.apply(&second).unwrap();
+        assert!(!matches!(
+            checkout_error(&pools).await,
+            ConnectError::BreakerOpen(_)
+        ));
+        assert_eq!(breaker(), BreakerState::Open);
+        match checkout_error(&pools).await {
+            ConnectError::BreakerOpen(m) => assert_eq!(m, "new message"),
+            e => panic!("expected the breaker's refusal, got {e}"),
+        }
+        let counters = pools.get("db").unwrap().pool.counters();
+        assert_eq!(
+            counters.connect_errors, 2,
+            "a refusal is no connection attempt"
+        );
+        pools.refresh_gauges();
+        let text = metrics.encode();
+        assert!(
+            text.contains("poolwarden_breaker_state{database=\"db\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolwarden_breaker_rejections_total{database=\"db\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolwarden_server_connect_errors_total{database=\"db\"} 2"),
+            "{text}"
+        );
     }
 }
