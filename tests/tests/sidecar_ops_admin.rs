@@ -106,6 +106,31 @@ async fn admin_auth_on_the_real_binary() {
     )
     .await;
     assert_eq!(status, 403);
+    // An admin's push is validated: unknown database 404, out of range 400, nothing applied.
+    let (status, body) = put_pool(
+        &http,
+        &sidecar,
+        ADMIN,
+        serde_json::json!({"database": "nope", "pool_size": 3}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = put_pool(
+        &http,
+        &sidecar,
+        ADMIN,
+        serde_json::json!({"database": "postgres", "pool_size": 0}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("pool_size"),
+        "{body}"
+    );
+    assert_eq!(
+        get_pool(&http, &sidecar, ADMIN).await["pools"][0]["pool_size"],
+        2
+    );
     let log = sidecar.log();
     assert!(
         !log.contains(ADMIN) && !log.contains(VIEWER),
