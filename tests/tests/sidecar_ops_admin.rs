@@ -410,7 +410,16 @@ async fn reload_configmap_swap_invalid_file_sighup_and_push() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pools"][0]["pool_size"], 9);
-    // ... a file edit elsewhere plus SIGHUP keeps it (rev4 = rev2 + a new slow threshold).
+    // ... a file edit elsewhere keeps it (rev4 = rev2 + a new slow threshold).
+    let successes = |m: &poolwarden_tests::sidecar_admin::Scrape| {
+        m.value(
+            "poolwarden_config_reloads_total",
+            "postgres",
+            &[("result", "success")],
+        )
+        .unwrap()
+    };
+    let before = successes(&scrape(&http, &sidecar, ADMIN).await);
     configmap_revision(
         &cm,
         "rev4",
@@ -419,21 +428,44 @@ async fn reload_configmap_swap_invalid_file_sighup_and_push() {
             original.replace("pool_size: 4", "pool_size: 6")
         ),
     );
-    sidecar.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while successes(&scrape(&http, &sidecar, ADMIN).await) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "rev4 was not reloaded:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         pool_size(&http, &sidecar).await,
         9,
         "an unrelated reload kept the push"
     );
-    // ... and a changed pool section in the file wins, on SIGHUP.
+    // SIGHUP reloads (here with nothing changed: the push still holds).
+    sidecar.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sidecar
+        .log()
+        .lines()
+        .any(|l| l.contains("config reloaded") && l.contains("SIGHUP"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP reload:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pool_size(&http, &sidecar).await, 9);
+    // A changed pool section in the file wins over the push.
     configmap_revision(
         &cm,
         "rev5",
         &original.replace("pool_size: 4", "pool_size: 5"),
     );
     sidecar.signal("HUP");
-    wait_pool_size(&http, &sidecar, 5, "after SIGHUP").await;
+    wait_pool_size(&http, &sidecar, 5, "after the file's pool section changed").await;
     let successes = scrape(&http, &sidecar, ADMIN)
         .await
         .value(
