@@ -17,6 +17,7 @@ pub mod file_stamp;
 pub mod fingerprint;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;
@@ -24,10 +25,15 @@ pub mod server;
 
 pub use proxy::{Proxy, RunError};
 
-/// Run the proxy with `config` until SIGTERM (or SIGINT), then drain and stop. An admin
-/// server or a reload loop runs beside it by using [`Proxy::bind`], [`Proxy::pools`] and
-/// [`Proxy::config`] directly instead.
-pub async fn run(config: config::Config) -> Result<(), RunError> {
-    let proxy = Proxy::bind(config).await?;
-    proxy.serve(proxy::listener_signal()).await
+/// Run the sidecar with `config` (just loaded from `source`: the `--config` file, the
+/// environment and the flags) until SIGTERM (or SIGINT): the proxy, the admin API on
+/// `admin_listen`, and live reload on SIGHUP and file changes. Then drain and stop.
+pub async fn run(config: config::Config, source: config::ReloadSource) -> Result<(), RunError> {
+    ops::run_until(
+        config,
+        source,
+        config::ReloadOptions::default(),
+        proxy::listener_signal(),
+    )
+    .await
 }

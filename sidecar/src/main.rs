@@ -88,7 +88,14 @@ fn main() -> ExitCode {
         None => {
             let flags = cli.run.overrides();
             match config::load(cli.run.config.as_deref(), &config::env::ProcessEnv, &flags) {
-                Ok(cfg) => serve(cfg),
+                Ok(cfg) => serve(
+                    cfg,
+                    config::ReloadSource {
+                        file: cli.run.config.clone(),
+                        env: std::sync::Arc::new(config::env::ProcessEnv),
+                        flags,
+                    },
+                ),
                 Err(e) => {
                     eprintln!("poolwarden-sidecar: {e}");
                     ExitCode::from(2)
@@ -98,7 +105,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(cfg: config::Config) -> ExitCode {
+fn serve(cfg: config::Config, source: config::ReloadSource) -> ExitCode {
     if let Err(e) = poolwarden_sidecar::logging::init(&config::env::ProcessEnv) {
         eprintln!("poolwarden-sidecar: cannot set up logging: {e}");
     }
@@ -112,7 +119,7 @@ fn serve(cfg: config::Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(poolwarden_sidecar::run(cfg)) {
+    match runtime.block_on(poolwarden_sidecar::run(cfg, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("poolwarden-sidecar: {e}");

@@ -7,4 +7,5 @@ pub mod kube_env;
 pub mod operator;
 pub mod pg_instance;
 pub mod sidecar;
+pub mod sidecar_admin;
 pub mod wardround;

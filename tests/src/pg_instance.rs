@@ -95,6 +95,32 @@ impl PgInstance {
         Self { dir, port }
     }
 
+    /// Stop it the hard way (`pg_ctl stop -m immediate`): the database goes away.
+    pub fn stop_immediate(&self) {
+        as_postgres(&[
+            &pg_bin("pg_ctl").to_string_lossy(),
+            "-D",
+            &self.dir.path().join("data").to_string_lossy(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    /// Start it again after [`stop_immediate`](Self::stop_immediate), on the same port.
+    pub fn restart(&self) {
+        as_postgres(&[
+            &pg_bin("pg_ctl").to_string_lossy(),
+            "-D",
+            &self.dir.path().join("data").to_string_lossy(),
+            "-l",
+            &self.dir.path().join("pg.log").to_string_lossy(),
+            "-w",
+            "start",
+        ]);
+    }
+
     /// The parent directory (certificates, logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()

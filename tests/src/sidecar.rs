@@ -141,6 +141,35 @@ impl Sidecar {
         s
     }
 
+    /// The config file it was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("poolwarden.yaml")
+    }
+
+    /// Its directory (config, log); files a test puts there go away with it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `host:port` of its admin API, from the `admin_listen:` line of its config.
+    pub fn admin_addr(&self) -> String {
+        let text = std::fs::read_to_string(self.config_path()).expect("read the config");
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("admin_listen:"))
+            .map(|v| v.trim().to_string())
+            .expect("admin_listen in the config")
+    }
+
+    /// Send `signal` (e.g. `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -35,6 +35,11 @@ pub trait Manager: Send + Sync + 'static {
         &self,
         application_name: &str,
     ) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// Whether a failed [`connect`](Self::connect) was a real attempt (counted in
+    /// `connect_errors`); `false` for a refusal without any attempt (an open breaker).
+    fn attempted(_error: &Self::Error) -> bool {
+        true
+    }
     /// Whether an idle connection is still alive.
     fn ping(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
     /// Close a connection (may spawn the goodbye).
@@ -201,9 +206,11 @@ impl<M: Manager> Pool<M> {
                 Ok(guard)
             }
             Err(e) => {
-                self.shared.counters.connect_error();
-                if let Some(o) = &self.shared.observer {
-                    o.connect_error();
+                if M::attempted(&e) {
+                    self.shared.counters.connect_error();
+                    if let Some(o) = &self.shared.observer {
+                        o.connect_error();
+                    }
                 }
                 Err(CheckoutError::Connect(e))
             }

@@ -38,6 +38,9 @@ pub enum RunError {
     /// A database's connection settings are unusable (e.g. its sslrootcert).
     #[error(transparent)]
     Database(#[from] ConnectError),
+    /// The SIGHUP handler of the reload loop could not be installed.
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 /// A bound proxy, ready to serve. Admin and reload code get what they need from
@@ -64,6 +67,19 @@ impl Proxy {
         observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
         let pools = Arc::new(Pools::new(&config, observer)?);
+        Self::bind_pools(config, pools).await
+    }
+
+    /// As [`Proxy::bind`], with pools that report to `metrics` (see [`Pools::with_metrics`]).
+    pub async fn bind_with_metrics(
+        config: Config,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Self, RunError> {
+        let pools = Arc::new(Pools::with_metrics(&config, metrics)?);
+        Self::bind_pools(config, pools).await
+    }
+
+    async fn bind_pools(config: Config, pools: Arc<Pools>) -> Result<Self, RunError> {
         let users = match (&config.clients.auth, &config.clients.auth_file) {
             (ClientAuth::Trust, _) | (_, None) => None,
             (_, Some(path)) => Some(Arc::new(SharedAuthFile::load(path)?)),

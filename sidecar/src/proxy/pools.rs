@@ -4,29 +4,40 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::breaker::{BreakerError, SharedBreaker};
 use crate::config::{Config, DatabaseConfig};
+use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{CloseReason, Manager, Pool, PoolObserver, PoolSettings, PoolStats};
 use crate::server::{ConnectError, Connector, ServerConn};
 
-/// Opens server connections through a [`Connector`].
+/// Opens server connections through a [`Connector`], every attempt guarded by the pool's
+/// circuit breaker (first checkouts, pre-ping replacements and recycles alike).
 #[derive(Debug)]
 pub struct ServerManager {
     connector: Connector,
     ping_timeout: Duration,
+    breaker: SharedBreaker,
 }
 
 impl ServerManager {
-    /// A manager around `connector`; pings give up after `ping_timeout`.
-    pub fn new(connector: Connector, ping_timeout: Duration) -> Self {
+    /// A manager around `connector`; pings give up after `ping_timeout`; `breaker` guards
+    /// every connection attempt.
+    pub fn new(connector: Connector, ping_timeout: Duration, breaker: SharedBreaker) -> Self {
         Self {
             connector,
             ping_timeout,
+            breaker,
         }
     }
 
     /// The connector.
     pub fn connector(&self) -> &Connector {
         &self.connector
+    }
+
+    /// This pool's circuit breaker.
+    pub fn breaker(&self) -> &SharedBreaker {
+        &self.breaker
     }
 }
 
@@ -35,11 +46,25 @@ impl Manager for ServerManager {
     type Error = ConnectError;
 
     async fn connect(&self, application_name: &str) -> Result<ServerConn, ConnectError> {
-        let r = self.connector.connect(application_name).await;
-        if let Err(e) = &r {
-            tracing::warn!(database = %self.connector.database().name, error = %e, "cannot open a server connection");
+        let r = self
+            .breaker
+            .guard_connect(|| self.connector.connect(application_name))
+            .await;
+        match r {
+            Ok(conn) => Ok(conn),
+            Err(BreakerError::Open(rejection)) => {
+                tracing::debug!(database = %self.connector.database().name, "circuit breaker open: no connection attempt");
+                Err(ConnectError::BreakerOpen(rejection.message))
+            }
+            Err(BreakerError::Connect(e)) => {
+                tracing::warn!(database = %self.connector.database().name, error = %e, "cannot open a server connection");
+                Err(e)
+            }
         }
-        r
+    }
+
+    fn attempted(error: &ConnectError) -> bool {
+        !matches!(error, ConnectError::BreakerOpen(_))
     }
 
     async fn ping(&self, conn: &mut ServerConn) -> bool {
@@ -80,6 +105,8 @@ pub struct DbPool {
     /// Server parameters (server_version ...) reported to clients at login, from the first
     /// server connection.
     pub server_params: Mutex<Option<HashMap<String, String>>>,
+    /// This database's metric handles, when the process exports metrics.
+    pub metrics: Option<PoolMetrics>,
 }
 
 /// Every pool, by the database name clients use.
@@ -87,6 +114,7 @@ pub struct DbPool {
 pub struct Pools {
     map: RwLock<HashMap<String, Arc<DbPool>>>,
     observer: Option<ObserverFactory>,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -101,12 +129,37 @@ impl Pools {
     /// Pools for every database in `config`. `observer` (optional) gives each new pool an
     /// observer, by database name, for metrics.
     pub fn new(config: &Config, observer: Option<ObserverFactory>) -> Result<Self, ConnectError> {
+        Self::build(config, observer, None)
+    }
+
+    /// Pools for every database in `config` that report to `metrics`: pool events (opened,
+    /// closed, connect errors, waits, timeouts), breaker state and rejections, clients,
+    /// transactions and queries.
+    pub fn with_metrics(config: &Config, metrics: Metrics) -> Result<Self, ConnectError> {
+        let m = metrics.clone();
+        let observer: ObserverFactory = Arc::new(move |db: &str| {
+            Arc::new(MetricsObserver(m.pool(db))) as Arc<dyn PoolObserver>
+        });
+        Self::build(config, Some(observer), Some(metrics))
+    }
+
+    fn build(
+        config: &Config,
+        observer: Option<ObserverFactory>,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, ConnectError> {
         let pools = Self {
             map: RwLock::default(),
             observer,
+            metrics,
         };
         pools.apply(config)?;
         Ok(pools)
+    }
+
+    /// The metrics registry, if the pools report to one.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     fn make(&self, db: &DatabaseConfig, config: &Config) -> Result<Arc<DbPool>, ConnectError> {
@@ -116,14 +169,21 @@ impl Pools {
             config.pool.statement_timeout.get(),
         )?;
         let observer = self.observer.as_ref().map(|f| f(&db.name));
+        let metrics = self.metrics.as_ref().map(|m| m.pool(&db.name));
+        let mut breaker = SharedBreaker::new(&config.breaker);
+        if let Some(m) = &metrics {
+            breaker = breaker.with_metrics(m.clone());
+            m.set_settings(config.pool.pool_size, config.pool.max_overflow);
+        }
         Ok(Arc::new(DbPool {
             config: db.clone(),
             pool: Pool::new(
-                ServerManager::new(connector, config.pool.connect_timeout.get()),
+                ServerManager::new(connector, config.pool.connect_timeout.get(), breaker),
                 pool_settings(config),
                 observer,
             ),
             server_params: Mutex::new(None),
+            metrics,
         }))
     }
 
@@ -171,6 +231,9 @@ impl Pools {
             ..db.pool.settings()
         };
         db.pool.resize(settings);
+        if let Some(m) = &db.metrics {
+            m.set_settings(pool_size, max_overflow);
+        }
         true
     }
 
@@ -188,6 +251,14 @@ impl Pools {
                         config.pool.connect_timeout.get(),
                         config.pool.statement_timeout.get(),
                     );
+                    existing
+                        .pool
+                        .manager()
+                        .breaker()
+                        .apply_config(&config.breaker);
+                    if let Some(m) = &existing.metrics {
+                        m.set_settings(config.pool.pool_size, config.pool.max_overflow);
+                    }
                     fresh.insert(db.name.clone(), existing);
                 }
                 other => {
@@ -202,6 +273,9 @@ impl Pools {
         for (name, old) in map.iter() {
             if !fresh.contains_key(name) {
                 old.pool.shut_down();
+                if let Some(m) = &self.metrics {
+                    m.remove_pool(name);
+                }
             }
         }
         *map = fresh;
@@ -213,5 +287,131 @@ impl Pools {
         for db in self.map.read().unwrap_or_else(|p| p.into_inner()).values() {
             db.pool.shut_down();
         }
+    }
+}
+
+/// Feeds one pool's events into its [`PoolMetrics`]. The gauges (checked out, checked in,
+/// overflow, waiting) are set from [`Pools::stats`] when metrics are scraped
+/// ([`Pools::refresh_gauges`]), so they always come from one consistent snapshot.
+struct MetricsObserver(PoolMetrics);
+
+impl PoolObserver for MetricsObserver {
+    fn opened(&self) {
+        self.0.connection_opened();
+    }
+    fn closed(&self, reason: CloseReason) {
+        if let Some(r) = crate::metrics::CloseReason::from_label(reason.as_str()) {
+            self.0.connection_closed(r);
+        }
+    }
+    fn connect_error(&self) {
+        self.0.connect_error();
+    }
+    fn waited(&self, wait: Duration) {
+        self.0.observe_wait(wait);
+    }
+    fn timed_out(&self) {
+        self.0.pool_timeout();
+    }
+}
+
+impl Pools {
+    /// Set every pool's gauges (settings, checked out/in, overflow, waiting, breaker state)
+    /// from one snapshot of each pool, just before the metrics are encoded.
+    pub fn refresh_gauges(&self) {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        for db in map.values() {
+            let Some(m) = &db.metrics else { continue };
+            let s = db.pool.stats();
+            m.set_settings(s.pool_size, s.max_overflow);
+            m.set_checked_out(s.checked_out);
+            m.set_checked_in(s.checked_in);
+            m.set_overflow(s.overflow);
+            m.set_waiting(s.waiting);
+            m.set_breaker_state(db.pool.manager().breaker().state());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerState;
+    use crate::config::parse_file;
+    use crate::pool::CheckoutError;
+
+    /// A config with one database on a loopback port nobody listens on (connects are refused
+    /// at once), with `threshold` and `message` for the breaker.
+    fn config(threshold: u32, message: &str) -> Config {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "databases:\n  - name: db\n    host: 127.0.0.1\n    port: {port}\n    user: u\n    password: p\n    sslmode: disable\n\
+             pool:\n  pool_size: 2\n  max_overflow: 0\n  connect_timeout: 2s\n\
+             breaker:\n  failure_threshold: {threshold}\n  open_for: 1h\n  message: \"{message}\"\n"
+        );
+        let mut cfg = parse_file("test.yaml", &yaml).unwrap();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg
+    }
+
+    async fn checkout_error(pools: &Pools) -> ConnectError {
+        match pools.get("db").unwrap().pool.checkout("t").await {
+            Err(CheckoutError::Connect(e)) => e,
+            Err(e) => panic!("unexpected checkout error {e}"),
+            Ok(_) => panic!("connected to a closed port"),
+        }
+    }
+
+    /// A reload's breaker section reaches the existing pool's breaker: the new threshold
+    /// counts the next failures and the new message is what clients get; the counters and
+    /// the breaker gauge follow.
+    #[tokio::test]
+    async fn apply_changes_breaker_settings_of_existing_pools() {
+        let first = config(5, "old message");
+        let metrics = Metrics::new();
+        let pools = Pools::with_metrics(&first, metrics.clone()).unwrap();
+        // One failure under threshold 5: still closed.
+        assert!(!matches!(
+            checkout_error(&pools).await,
+            ConnectError::BreakerOpen(_)
+        ));
+        let breaker = || pools.get("db").unwrap().pool.manager().breaker().state();
+        assert_eq!(breaker(), BreakerState::Closed);
+        // Reload: threshold 2 (one more failure opens it), a new message, same database.
+        let mut second = config(2, "new message");
+        second.databases = first.databases.clone();
+        pools.apply(&second).unwrap();
+        assert!(!matches!(
+            checkout_error(&pools).await,
+            ConnectError::BreakerOpen(_)
+        ));
+        assert_eq!(breaker(), BreakerState::Open);
+        match checkout_error(&pools).await {
+            ConnectError::BreakerOpen(m) => assert_eq!(m, "new message"),
+            e => panic!("expected the breaker's refusal, got {e}"),
+        }
+        let counters = pools.get("db").unwrap().pool.counters();
+        assert_eq!(
+            counters.connect_errors, 2,
+            "a refusal is no connection attempt"
+        );
+        pools.refresh_gauges();
+        let text = metrics.encode();
+        assert!(
+            text.contains("poolwarden_breaker_state{database=\"db\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolwarden_breaker_rejections_total{database=\"db\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolwarden_server_connect_errors_total{database=\"db\"} 2"),
+            "{text}"
+        );
     }
 }

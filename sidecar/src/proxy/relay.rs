@@ -1,14 +1,16 @@
 //! Relaying one client's messages to its server connection and back, while reading
 //! transaction boundaries from ReadyForQuery.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::session::Phase;
+use crate::metrics::PoolMetrics;
 use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
 use crate::protocol::io::{FrameReader, ReadError};
 use crate::protocol::sql::changes_session_state;
@@ -90,6 +92,73 @@ pub struct Boundaries {
     pub dirty: bool,
     /// ReadyForQuery `I` messages seen (transactions that ended).
     pub completed: u64,
+    /// Where finished queries are accounted (`poolwarden_query_duration_seconds`, slow
+    /// queries), with slow_query_threshold.
+    queries: Option<QueryTimer>,
+}
+
+/// Times queries: a simple Query until its ReadyForQuery, an extended batch from its first
+/// message until the ReadyForQuery of its Sync. The SQL is kept as the client's bytes (a
+/// reference count, no copy) and only read, as a fingerprint, when the query was slow. Bind
+/// parameters are never kept.
+#[derive(Debug)]
+struct QueryTimer {
+    metrics: PoolMetrics,
+    threshold: Duration,
+    /// Queries and Syncs in flight, oldest first: start time and SQL (a `Q` body or the
+    /// batch's last Parse).
+    in_flight: VecDeque<(Instant, Bytes, bool)>,
+    /// The extended batch being built: when it started and its SQL, if a Parse named it.
+    batch: Option<(Instant, Option<Bytes>)>,
+}
+
+impl QueryTimer {
+    fn client_sent(&mut self, f: &Frame) {
+        match f.tag {
+            b'Q' => self
+                .in_flight
+                .push_back((Instant::now(), f.body.clone(), true)),
+            b'P' => {
+                let start = self.batch.take().map_or_else(Instant::now, |(t, _)| t);
+                self.batch = Some((start, Some(f.body.clone())));
+            }
+            b'B' | b'D' | b'E' | b'C' | b'H' | b'F' if self.batch.is_none() => {
+                self.batch = Some((Instant::now(), None));
+            }
+            b'S' => {
+                let (start, sql) = self.batch.take().unwrap_or((Instant::now(), None));
+                match sql {
+                    Some(sql) => self.in_flight.push_back((start, sql, false)),
+                    None => self.in_flight.push_back((start, Bytes::new(), false)),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn ready(&mut self) {
+        let Some((start, body, simple)) = self.in_flight.pop_front() else {
+            return;
+        };
+        let took = start.elapsed();
+        if took < self.threshold {
+            self.metrics.observe_query(took);
+            return;
+        }
+        // Slow: only now read the text, and only to fingerprint it.
+        let sql_bytes: &[u8] = if simple {
+            body.split(|b| *b == 0).next().unwrap_or(&[])
+        } else {
+            // Parse: statement name \0 query \0 ...
+            body.split(|b| *b == 0).nth(1).unwrap_or(&[])
+        };
+        let sql = if sql_bytes.is_empty() {
+            std::borrow::Cow::Borrowed("<prepared statement>")
+        } else {
+            String::from_utf8_lossy(sql_bytes)
+        };
+        crate::fingerprint::record_query(&self.metrics, self.threshold, took, &sql);
+    }
 }
 
 impl Boundaries {
@@ -101,7 +170,19 @@ impl Boundaries {
             status: b'I',
             dirty: false,
             completed: 0,
+            queries: None,
         }
+    }
+
+    /// Also time every query into `metrics`; queries of at least `threshold` are slow.
+    pub fn with_query_metrics(mut self, metrics: Option<PoolMetrics>, threshold: Duration) -> Self {
+        self.queries = metrics.map(|metrics| QueryTimer {
+            metrics,
+            threshold,
+            in_flight: VecDeque::new(),
+            batch: None,
+        });
+        self
     }
 
     /// Idle, outside a transaction, nothing in flight.
@@ -116,6 +197,9 @@ impl Boundaries {
 
     /// Note a message the client sends.
     pub fn client_sent(&mut self, f: &Frame) {
+        if let Some(q) = &mut self.queries {
+            q.client_sent(f);
+        }
         match f.tag {
             b'Q' => {
                 self.pending += 1;
@@ -142,6 +226,9 @@ impl Boundaries {
     /// Note a message the server sends.
     pub fn server_sent(&mut self, f: &Frame) {
         if f.tag == b'Z' {
+            if let Some(q) = &mut self.queries {
+                q.ready();
+            }
             self.pending = self.pending.saturating_sub(1);
             self.status = f.body.first().copied().unwrap_or(b'I');
             if self.status == b'I' {
@@ -266,6 +353,84 @@ pub async fn relay(
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        Frame {
+            tag,
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn counts(m: &crate::metrics::Metrics) -> (f64, f64) {
+        let text = m.encode();
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let get = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && s.labels.get("database") == Some("db"))
+                .map(|s| match &s.value {
+                    prometheus_parse::Value::Counter(v) => *v,
+                    prometheus_parse::Value::Histogram(h) => {
+                        h.iter().map(|b| b.count).fold(0.0, f64::max)
+                    }
+                    _ => f64::NAN,
+                })
+                .unwrap()
+        };
+        (
+            get("poolwarden_query_duration_seconds"),
+            get("poolwarden_slow_queries_total"),
+        )
+    }
+
+    /// Table: client messages then ReadyForQuerys → queries timed and slow ones counted. A
+    /// simple Query is one query; an extended batch up to its Sync is one; pipelined ones
+    /// are matched to their ReadyForQuery in order.
+    #[test]
+    fn queries_are_timed_per_ready_for_query() {
+        /// (client messages, ReadyForQuerys, threshold, (queries timed, slow queries))
+        type Case<'a> = (&'a [Frame], usize, Duration, (f64, f64));
+        let cases: [Case<'_>; 4] = [
+            (
+                &[frame(b'Q', b"SELECT 1\0")],
+                1,
+                Duration::from_secs(60),
+                (1.0, 0.0),
+            ),
+            (
+                &[
+                    frame(b'P', b"\0SELECT $1\0\0\0"),
+                    frame(b'B', b"\0\0\0\0\0\0"),
+                    frame(b'E', b"\0\0\0\0\0"),
+                    frame(b'S', b""),
+                ],
+                1,
+                Duration::from_secs(60),
+                (1.0, 0.0),
+            ),
+            (
+                &[frame(b'Q', b"SELECT 1\0"), frame(b'Q', b"SELECT 2\0")],
+                2,
+                Duration::ZERO,
+                (2.0, 2.0),
+            ),
+            // A Sync without a batch, and no ReadyForQuery yet: nothing recorded.
+            (&[frame(b'S', b"")], 0, Duration::ZERO, (0.0, 0.0)),
+        ];
+        for (i, (sent, readies, threshold, want)) in cases.into_iter().enumerate() {
+            let m = crate::metrics::Metrics::new();
+            let mut b = Boundaries::new().with_query_metrics(Some(m.pool("db")), threshold);
+            for f in sent {
+                b.client_sent(f);
+            }
+            for _ in 0..readies {
+                b.server_sent(&frame(b'Z', b"I"));
+            }
+            assert_eq!(counts(&m), want, "case {i}");
+        }
+    }
 
     /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
     /// default), in paused time, over real loopback sockets: a client inside a transaction

@@ -168,6 +168,7 @@ impl Session {
         tracing::debug!(database = %self.login.db.config.name, "client logged in");
         let ctx = self.ctx.clone();
         let _connected = ctx.counters.client_connected();
+        let _db_client = DbClient::new(self.login.db.metrics.clone());
         if let Some(mut c) = held {
             if let Err(e) = self.prepare(c.conn()).await {
                 tracing::warn!(error = %e, "cannot prepare a server connection");
@@ -294,7 +295,8 @@ impl Session {
     /// Relay with a checked-out connection until the transaction (or session) ends, then
     /// give the connection back or close it.
     async fn hold(&mut self, mut c: Checkout<ServerManager>, first: Option<Frame>) -> Next {
-        let mut b = Boundaries::new();
+        let threshold = self.ctx.config.load().slow_query_threshold.get();
+        let mut b = Boundaries::new().with_query_metrics(self.login.db.metrics.clone(), threshold);
         let session_mode = self.mode == PoolMode::Session;
         let outcome = relay(
             &mut self.client,
@@ -307,6 +309,11 @@ impl Session {
         )
         .await;
         self.ctx.counters.add_transactions(b.completed);
+        if let Some(m) = &self.login.db.metrics {
+            for _ in 0..b.completed {
+                m.transaction_served();
+            }
+        }
         match outcome {
             Outcome::Released => {
                 give_back(c, b.dirty).await;
@@ -420,6 +427,26 @@ async fn wait_for(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
         }
         if phase.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Counts a client in its database's `poolwarden_client_connections` while it lives.
+struct DbClient(Option<crate::metrics::PoolMetrics>);
+
+impl DbClient {
+    fn new(metrics: Option<crate::metrics::PoolMetrics>) -> Self {
+        if let Some(m) = &metrics {
+            m.client_connected();
+        }
+        Self(metrics)
+    }
+}
+
+impl Drop for DbClient {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.client_disconnected();
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::protocol::frame::is_frontend_tag;
 use crate::protocol::io::{FrameReader, ReadError};
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{self, StartupError, StartupPacket};
+use crate::server::ConnectError;
 
 /// A refusal sent to the client as a FATAL ErrorResponse before closing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,9 +264,12 @@ pub async fn server_params(login: &Login) -> Result<HashMap<String, String>, Ref
 }
 
 /// The FATAL sent when no server connection can be had at login.
-pub fn checkout_refusal<E: std::fmt::Display>(e: CheckoutError<E>) -> Refusal {
+pub fn checkout_refusal(e: CheckoutError<ConnectError>) -> Refusal {
     match e {
         CheckoutError::Timeout(m) => Refusal::new(sqlstate::TOO_MANY_CONNECTIONS, m),
+        CheckoutError::Connect(ConnectError::BreakerOpen(message)) => {
+            Refusal::new(crate::breaker::SQLSTATE_CANNOT_CONNECT_NOW, message)
+        }
         CheckoutError::Connect(e) => Refusal::new(
             sqlstate::CONNECTION_FAILURE,
             format!("could not connect to the database server: {e}"),

@@ -60,6 +60,10 @@ pub enum ConnectError {
     /// Anything else that went wrong on the socket.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The pool's circuit breaker is open: no attempt was made. The text is the configured
+    /// `breaker.message`, sent to the client as ERROR 57P03.
+    #[error("{0}")]
+    BreakerOpen(String),
 }
 
 /// Opens server connections for one database.

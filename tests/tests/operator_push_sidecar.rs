@@ -1,0 +1,231 @@
+//! Live push end to end with real sidecars: two `poolwarden-sidecar` processes run the
+//! operator-rendered `poolwarden.yaml` (mount paths pointed at a temp dir, since there is no
+//! kubelet) with their admin API on 127.0.0.2 and 127.0.0.3, standing in for two pods whose
+//! status carries those IPs. A pool-size change in the policy is live in both within 10 s, as
+//! their own `GET /api/pool` shows. The database is the shared test PostgreSQL; the pools are
+//! lazy, so no server connection is opened.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use poolwarden_crds::DbPoolPolicy;
+use poolwarden_tests::kube_env;
+use poolwarden_tests::operator::{create_db_secret, start_controller, wait_for};
+
+fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A port free on both 127.0.0.2 and 127.0.0.3 (checked by binding, then released).
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], port))).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+struct Sidecar {
+    child: Child,
+    log: PathBuf,
+    admin: SocketAddr,
+}
+
+impl Sidecar {
+    fn start(dir: &Path, ip: &str, config: &Path, listen_port: u16, admin_port: u16) -> Self {
+        let log = dir.join(format!("sidecar-{ip}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary("poolwarden-sidecar"))
+            .args(["--config", config.to_str().unwrap()])
+            // A pod has its own network namespace; here the two stand-ins differ by loopback IP.
+            .env("POOLWARDEN_LISTEN", format!("{ip}:{listen_port}"))
+            .env("POOLWARDEN_ADMIN_LISTEN", format!("{ip}:{admin_port}"))
+            .env("POOLWARDEN_DB_PASSWORD", "unused-with-trust")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start poolwarden-sidecar");
+        Self {
+            child,
+            log,
+            admin: format!("{ip}:{admin_port}").parse().unwrap(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn pool_settings(
+    http: &reqwest::Client,
+    admin: SocketAddr,
+    token: &str,
+) -> Option<(u64, u64)> {
+    let resp = http
+        .get(format!("http://{admin}/api/pool"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    let pool = &body["pools"][0];
+    Some((pool["pool_size"].as_u64()?, pool["max_overflow"].as_u64()?))
+}
+
+async fn create_ready_pod(pods: &Api<Pod>, name: &str, ip: &str) {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"poolwarden.dev/policy": "ward"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = serde_json::json!({"status": {"phase": "Running", "podIP": ip,
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn operator_push_reaches_real_sidecars_within_10s() {
+    let client = kube_env::client().await;
+    kube_env::install_crd(&client).await;
+    let ns = kube_env::namespace(&client, "op-sidecar").await;
+    let dir = std::env::temp_dir().join(format!("poolwarden-{ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policies: Api<DbPoolPolicy> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    create_db_secret(&client, &ns, "test-db", "postgres").await;
+    let _controller = start_controller(&client, &ns);
+
+    let (admin_port, listen_port) = (free_port_pair(), free_port_pair());
+    let policy: DbPoolPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "poolwarden.dev/v1alpha1", "kind": "DbPoolPolicy",
+        "metadata": {"name": "ward"},
+        "spec": {
+            "databases": [{"name": "test", "host": "127.0.0.1", "port": 5432, "dbname": "test",
+                           "sslMode": "disable", "credentialsSecretRef": {"name": "test-db"}}],
+            "pool": {"poolSize": 20, "maxOverflow": 10},
+            "sidecar": {"adminPort": admin_port, "listenPort": listen_port}
+        }
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    // What the kubelet would mount: the ConfigMap's file and the admin Secret's tokens file.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let yaml = wait_for(
+        "the rendered ConfigMap",
+        Duration::from_secs(30),
+        || async {
+            cms.get_opt("ward-poolwarden")
+                .await
+                .unwrap()?
+                .data?
+                .get("poolwarden.yaml")
+                .cloned()
+        },
+    )
+    .await;
+    let admin = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("ward-poolwarden-admin")
+        .await
+        .unwrap();
+    let data = admin.data.unwrap();
+    let token = String::from_utf8(data["token"].0.clone()).unwrap();
+    std::fs::write(dir.join("tokens"), &data["tokens"].0).unwrap();
+    std::fs::write(dir.join("password"), "unused-with-trust").unwrap();
+    let yaml = yaml
+        .replace(
+            "/var/run/poolwarden/admin/tokens",
+            dir.join("tokens").to_str().unwrap(),
+        )
+        .replace(
+            "/var/run/poolwarden/db/test/password",
+            dir.join("password").to_str().unwrap(),
+        );
+    let config = dir.join("poolwarden.yaml");
+    std::fs::write(&config, yaml).unwrap();
+
+    let sidecars = [
+        Sidecar::start(&dir, "127.0.0.2", &config, listen_port, admin_port),
+        Sidecar::start(&dir, "127.0.0.3", &config, listen_port, admin_port),
+    ];
+    let http = reqwest::Client::new();
+    for s in &sidecars {
+        let settings = wait_for(
+            "the sidecar's admin API",
+            Duration::from_secs(30),
+            || async { pool_settings(&http, s.admin, &token).await },
+        )
+        .await;
+        assert_eq!(
+            settings,
+            (20, 10),
+            "started from the rendered file; log:\n{}",
+            s.log()
+        );
+    }
+    create_ready_pod(&pods, "ward-a", "127.0.0.2").await;
+    create_ready_pod(&pods, "ward-b", "127.0.0.3").await;
+
+    let started = Instant::now();
+    let patch = serde_json::json!({"spec": {"pool": {"poolSize": 33, "maxOverflow": 17}}});
+    policies
+        .patch("ward", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    for s in &sidecars {
+        let limit = Duration::from_secs(10).saturating_sub(started.elapsed());
+        wait_for("the new pool size live in the sidecar", limit, || async {
+            (pool_settings(&http, s.admin, &token).await == Some((33, 17))).then_some(())
+        })
+        .await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!("pool size live in both sidecars {took:?} after the spec change");
+    let p = policies.get("ward").await.unwrap();
+    let pods_status = p.status.unwrap().pods.unwrap();
+    assert_eq!((pods_status.matched, pods_status.reporting), (2, 2));
+    assert!(pods_status.unreachable.is_empty());
+    for s in &sidecars {
+        assert!(
+            !s.log().contains(&token),
+            "the admin token leaked into a sidecar log"
+        );
+    }
+}
