@@ -119,7 +119,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let scope = cfg.scope.clone();
     let rx = stop_rx.clone();
     let leader = leader::run_while_leader(client, lease, stop_rx.clone(), || {
-        controller::run(ctx.clone(), scope.clone(), stopped(rx.clone()))
+        let ctx = ctx.clone();
+        let work = controller::run(ctx.clone(), scope.clone(), stopped(rx.clone()));
+        async move {
+            work.await;
+            // Only the leader exports per-policy sizes.
+            ctx.metrics.autoscale.clear_gauges();
+        }
     });
     tokio::pin!(leader);
     match webhook_task {

@@ -155,6 +155,8 @@ fn operator_metric_reference_pins_the_operator_names() {
         "poolwarden_operator_budget_per_pod_limit",
         "poolwarden_operator_budget_limited",
         "poolwarden_operator_at_max_pool_size",
+        "poolwarden_operator_pool_utilization_ratio",
+        "poolwarden_operator_pods_unreachable",
     ];
     assert_eq!(
         doc,

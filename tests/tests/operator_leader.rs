@@ -57,6 +57,8 @@ impl Operator {
                 identity,
             ])
             .args(["--lease-duration-seconds", &LEASE_SECONDS.to_string()])
+            // No webhook certificates here: the webhook has its own tests.
+            .args(["--webhook-listen", ""])
             .env("KUBECONFIG", kube_env::kubeconfig_path())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -296,7 +296,9 @@ async fn operator_reconciles_create_update_invalid_and_delete() {
         "{text}"
     );
     assert!(
-        text.contains("poolwarden_operator_scale_decisions_total{reason=\"SpecChanged\"} 1"),
+        text.contains(&format!(
+            "poolwarden_operator_scale_decisions_total{{namespace=\"{ns}\",policy=\"clinical\",reason=\"SpecChanged\"}} 1"
+        )),
         "{text}"
     );
 

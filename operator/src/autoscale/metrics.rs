@@ -160,6 +160,18 @@ impl AutoscaleMetrics {
         self.at_max_pool_size.with_label_values(&l).set(1);
     }
 
+    /// Drops every per-policy gauge: a replica that stops reconciling (lost the Lease, or
+    /// shutting down) must not keep exporting sizes the new leader may change.
+    pub fn clear_gauges(&self) {
+        self.pool_size.reset();
+        self.max_overflow.reset();
+        self.budget_per_pod.reset();
+        self.budget_limited.reset();
+        self.utilization.reset();
+        self.pods_unreachable.reset();
+        self.at_max_pool_size.reset();
+    }
+
     /// Drops every series of a deleted policy (the decision counter keeps its history).
     pub fn forget(&self, namespace: &str, policy: &str) {
         let l = [namespace, policy];
