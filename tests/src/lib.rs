@@ -6,6 +6,7 @@ pub mod hazard;
 pub mod kube_env;
 pub mod operator;
 pub mod pg_instance;
+pub mod pod_sidecars;
 pub mod sidecar;
 pub mod sidecar_admin;
 pub mod wardround;

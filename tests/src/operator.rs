@@ -30,12 +30,20 @@ impl Drop for ControllerGuard {
 
 /// Start the real controller (the same `controller::run` the binary runs) for `namespace`.
 pub fn start_controller(client: &Client, namespace: &str) -> ControllerGuard {
+    start_controller_with_interval(client, namespace, controller::DEFAULT_SCRAPE_INTERVAL)
+}
+
+/// As [`start_controller`], scraping autoscaled policies every `interval`.
+pub fn start_controller_with_interval(
+    client: &Client,
+    namespace: &str,
+    interval: Duration,
+) -> ControllerGuard {
     let metrics = Metrics::default();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        "poolwarden-tests".into(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), "poolwarden-tests".into())
+            .with_scrape_interval(interval),
+    );
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(controller::run(
         ctx,

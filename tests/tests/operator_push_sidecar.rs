@@ -5,9 +5,6 @@
 //! their own `GET /api/pool` shows. The database is the shared test PostgreSQL; the pools are
 //! lazy, so no server connection is opened.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -15,106 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use poolwarden_crds::DbPoolPolicy;
 use poolwarden_tests::kube_env;
 use poolwarden_tests::operator::{create_db_secret, start_controller, wait_for};
-
-fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
-}
-
-/// A port free on both 127.0.0.2 and 127.0.0.3 (checked by binding, then released).
-fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], port))).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
-struct Sidecar {
-    child: Child,
-    log: PathBuf,
-    admin: SocketAddr,
-}
-
-impl Sidecar {
-    fn start(dir: &Path, ip: &str, config: &Path, listen_port: u16, admin_port: u16) -> Self {
-        let log = dir.join(format!("sidecar-{ip}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary("poolwarden-sidecar"))
-            .args(["--config", config.to_str().unwrap()])
-            // A pod has its own network namespace; here the two stand-ins differ by loopback IP.
-            .env("POOLWARDEN_LISTEN", format!("{ip}:{listen_port}"))
-            .env("POOLWARDEN_ADMIN_LISTEN", format!("{ip}:{admin_port}"))
-            .env("POOLWARDEN_DB_PASSWORD", "unused-with-trust")
-            .env("NO_COLOR", "1")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start poolwarden-sidecar");
-        Self {
-            child,
-            log,
-            admin: format!("{ip}:{admin_port}").parse().unwrap(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn pool_settings(
-    http: &reqwest::Client,
-    admin: SocketAddr,
-    token: &str,
-) -> Option<(u64, u64)> {
-    let resp = http
-        .get(format!("http://{admin}/api/pool"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body: serde_json::Value = resp.json().await.ok()?;
-    let pool = &body["pools"][0];
-    Some((pool["pool_size"].as_u64()?, pool["max_overflow"].as_u64()?))
-}
-
-async fn create_ready_pod(pods: &Api<Pod>, name: &str, ip: &str) {
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"poolwarden.dev/policy": "ward"}},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    let status = serde_json::json!({"status": {"phase": "Running", "podIP": ip,
-        "conditions": [{"type": "Ready", "status": "True"}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
+use poolwarden_tests::pod_sidecars::{Sidecar, create_ready_pod, free_port_pair, pool_settings};
 
 #[tokio::test]
 async fn operator_push_reaches_real_sidecars_within_10s() {
@@ -199,8 +97,8 @@ async fn operator_push_reaches_real_sidecars_within_10s() {
             s.log()
         );
     }
-    create_ready_pod(&pods, "ward-a", "127.0.0.2").await;
-    create_ready_pod(&pods, "ward-b", "127.0.0.3").await;
+    create_ready_pod(&pods, "ward", "ward-a", "127.0.0.2").await;
+    create_ready_pod(&pods, "ward", "ward-b", "127.0.0.3").await;
 
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"pool": {"poolSize": 33, "maxOverflow": 17}}});

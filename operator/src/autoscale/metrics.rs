@@ -41,6 +41,17 @@ pub struct AutoscaleMetrics {
 
 const POLICY: [&str; 2] = ["namespace", "policy"];
 
+/// Every reason a pool size changes for; each policy exports all of them from its first
+/// reconcile (at 0), so rates and alerts work before the first change.
+pub const SCALE_REASONS: [&str; 6] = [
+    poolwarden_crds::conditions::reasons::INITIAL_SIZING,
+    poolwarden_crds::conditions::reasons::SPEC_CHANGED,
+    poolwarden_crds::conditions::reasons::SUSTAINED_HIGH_UTILIZATION,
+    poolwarden_crds::conditions::reasons::MONTHLY_REVIEW,
+    poolwarden_crds::conditions::reasons::SUSTAINED_LOW_UTILIZATION,
+    poolwarden_crds::conditions::reasons::BUDGET_EXCEEDED,
+];
+
 impl AutoscaleMetrics {
     /// Creates the families (not registered yet).
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -112,6 +123,7 @@ impl AutoscaleMetrics {
         pods_unreachable: u32,
     ) {
         let l = [namespace, policy];
+        self.touch_reasons(namespace, policy);
         if decision.changed {
             self.scale_decisions
                 .with_label_values(&[namespace, policy, decision.reason])
@@ -150,6 +162,7 @@ impl AutoscaleMetrics {
     /// itself, so `at_max_pool_size` is 1 and the high-utilization warning can fire.
     pub fn observe_fixed(&self, namespace: &str, policy: &str, pool_size: u32, max_overflow: u32) {
         let l = [namespace, policy];
+        self.touch_reasons(namespace, policy);
         self.pool_size
             .with_label_values(&l)
             .set(i64::from(pool_size));
@@ -158,6 +171,13 @@ impl AutoscaleMetrics {
             .set(i64::from(max_overflow));
         self.budget_limited.with_label_values(&l).set(0);
         self.at_max_pool_size.with_label_values(&l).set(1);
+    }
+
+    fn touch_reasons(&self, namespace: &str, policy: &str) {
+        for reason in SCALE_REASONS {
+            self.scale_decisions
+                .with_label_values(&[namespace, policy, reason]);
+        }
     }
 
     /// Drops every per-policy gauge: a replica that stops reconciling (lost the Lease, or
