@@ -17,7 +17,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use poolwarden_crds::{DbPoolPolicy, PodsStatus};
 
@@ -133,37 +133,60 @@ pub async fn run(
 ) {
     let client = &ctx.client;
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
-    Controller::new(
-        scope.api::<DbPoolPolicy>(client),
-        watcher::Config::default(),
+    // Reconcile on spec (generation) and pause-annotation changes only: the operator's own
+    // status writes (a fresh utilization sample every pass) must not trigger reconciles, or
+    // the loop would spin. Requeues, owned objects and pods still trigger as usual.
+    let (reader, writer) = reflector::store();
+    let policies = reflector(
+        writer,
+        watcher(
+            scope.api::<DbPoolPolicy>(client),
+            watcher::Config::default(),
+        ),
     )
-    .owns(scope.api::<ConfigMap>(client), owned.clone())
-    .owns(scope.api::<Secret>(client), owned)
-    .watches(
-        scope.api::<Pod>(client),
-        watcher::Config::default().labels(POLICY_LABEL),
-        |pod: Pod| {
-            let ns = pod.namespace();
-            pod.labels()
-                .get(POLICY_LABEL)
-                .cloned()
-                .into_iter()
-                .filter_map(move |name| {
-                    Some(ObjectRef::<DbPoolPolicy>::new(&name).within(ns.as_deref()?))
-                })
-        },
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|res| async move {
-        match res {
-            Ok((obj, _)) => {
-                tracing::info!(policy = %obj.name, namespace = ?obj.namespace, "reconciled")
+    .applied_objects()
+    .predicate_filter(spec_or_pause, PredicateConfig::default());
+    Controller::for_stream(policies, reader)
+        .owns(scope.api::<ConfigMap>(client), owned.clone())
+        .owns(scope.api::<Secret>(client), owned)
+        .watches(
+            scope.api::<Pod>(client),
+            watcher::Config::default().labels(POLICY_LABEL),
+            |pod: Pod| {
+                let ns = pod.namespace();
+                pod.labels()
+                    .get(POLICY_LABEL)
+                    .cloned()
+                    .into_iter()
+                    .filter_map(move |name| {
+                        Some(ObjectRef::<DbPoolPolicy>::new(&name).within(ns.as_deref()?))
+                    })
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => {
+                    tracing::info!(policy = %obj.name, namespace = ?obj.namespace, "reconciled")
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile stream error"),
             }
-            Err(e) => tracing::debug!(error = %e, "reconcile stream error"),
-        }
-    })
-    .await;
+        })
+        .await;
+}
+
+/// The watch predicate: a policy is reconciled when its generation (spec) or its
+/// `poolwarden.dev/paused` annotation changes.
+fn spec_or_pause(policy: &DbPoolPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    policy.metadata.generation.hash(&mut h);
+    policy
+        .annotations()
+        .get(autoscale::decide::PAUSED_ANNOTATION)
+        .hash(&mut h);
+    Some(h.finish())
 }
 
 /// Requeue with per-object exponential backoff, log, and count by a short label.
