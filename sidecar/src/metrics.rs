@@ -32,59 +32,8 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Why a server connection was closed (`reason` of `poolwarden_server_connections_closed_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CloseReason {
-    /// Older than `pool_recycle`.
-    Recycle,
-    /// Failed the pre-ping check.
-    PrePing,
-    /// A protocol or I/O error.
-    Error,
-    /// An overflow connection returned while `pool_size` connections were idle.
-    Overflow,
-    /// Closed because the pool shrank.
-    Resize,
-    /// Its client stayed idle in a transaction for too long.
-    IdleInTransaction,
-    /// The sidecar is shutting down.
-    Shutdown,
-}
-
-impl CloseReason {
-    /// Every reason, in label order.
-    pub const ALL: [CloseReason; 7] = [
-        CloseReason::Recycle,
-        CloseReason::PrePing,
-        CloseReason::Error,
-        CloseReason::Overflow,
-        CloseReason::Resize,
-        CloseReason::IdleInTransaction,
-        CloseReason::Shutdown,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Recycle => "recycle",
-            CloseReason::PrePing => "pre_ping",
-            CloseReason::Error => "error",
-            CloseReason::Overflow => "overflow",
-            CloseReason::Resize => "resize",
-            CloseReason::IdleInTransaction => "idle_in_transaction",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-
-    /// The reason for a label value (`recycle`, `pre_ping`, ...).
-    pub fn from_label(label: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == label)
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+/// Why a server connection was closed: the pool's own reasons, one enum for both.
+pub use crate::pool::CloseReason;
 
 /// The outcome of a config reload (`result` of `poolwarden_config_reloads_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

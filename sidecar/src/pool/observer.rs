@@ -48,8 +48,14 @@ impl CloseReason {
         }
     }
 
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    /// The reason for a label value (`recycle`, `pre_ping`, ...).
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == label)
+    }
+
+    /// Position in [`Self::ALL`] (the declaration order).
+    pub(crate) fn index(self) -> usize {
+        self as usize
     }
 }
 

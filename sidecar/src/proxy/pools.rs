@@ -300,9 +300,7 @@ impl PoolObserver for MetricsObserver {
         self.0.connection_opened();
     }
     fn closed(&self, reason: CloseReason) {
-        if let Some(r) = crate::metrics::CloseReason::from_label(reason.as_str()) {
-            self.0.connection_closed(r);
-        }
+        self.0.connection_closed(reason);
     }
     fn connect_error(&self) {
         self.0.connect_error();
