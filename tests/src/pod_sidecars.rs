@@ -6,8 +6,61 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use k8s_openapi::api::core::v1::Pod;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::operator::wait_for;
+
+/// What the kubelet would mount for a pod of `policy`: the operator-rendered
+/// `poolwarden.yaml` with its mount paths pointed into `dir` (the admin Secret's tokens file,
+/// the password file of database `database`). Returns the config path and the admin token.
+pub async fn rendered_config(
+    client: &Client,
+    namespace: &str,
+    policy: &str,
+    database: &str,
+    dir: &Path,
+) -> (PathBuf, String) {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm_name = format!("{policy}-poolwarden");
+    let yaml = wait_for(
+        "the rendered ConfigMap",
+        Duration::from_secs(30),
+        || async {
+            cms.get_opt(&cm_name)
+                .await
+                .unwrap()?
+                .data?
+                .get("poolwarden.yaml")
+                .cloned()
+        },
+    )
+    .await;
+    let data = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&format!("{policy}-poolwarden-admin"))
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let token = String::from_utf8(data["token"].0.clone()).unwrap();
+    std::fs::write(dir.join("tokens"), &data["tokens"].0).unwrap();
+    std::fs::write(dir.join("password"), "unused-with-trust").unwrap();
+    let yaml = yaml
+        .replace(
+            "/var/run/poolwarden/admin/tokens",
+            dir.join("tokens").to_str().unwrap(),
+        )
+        .replace(
+            &format!("/var/run/poolwarden/db/{database}/password"),
+            dir.join("password").to_str().unwrap(),
+        );
+    let config = dir.join("poolwarden.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    (config, token)
+}
 
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

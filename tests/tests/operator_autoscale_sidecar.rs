@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use poolwarden_crds::DbPoolPolicy;
 use poolwarden_crds::conditions::reasons;
 use poolwarden_tests::kube_env;
 use poolwarden_tests::operator::{create_db_secret, start_controller_with_interval, wait_for};
-use poolwarden_tests::pod_sidecars::{Sidecar, create_ready_pod, free_port_pair, pool_settings};
+use poolwarden_tests::pod_sidecars::{
+    Sidecar, create_ready_pod, free_port_pair, pool_settings, rendered_config,
+};
 
 /// Clinicians through one sidecar: short transactions that hold a server connection.
 async fn clinicians(
@@ -92,40 +94,7 @@ async fn heavy_autoscale_raises_pool_size_in_every_sidecar() {
         .await
         .unwrap();
 
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let yaml = wait_for(
-        "the rendered ConfigMap",
-        Duration::from_secs(30),
-        || async {
-            cms.get_opt("ward-poolwarden")
-                .await
-                .unwrap()?
-                .data?
-                .get("poolwarden.yaml")
-                .cloned()
-        },
-    )
-    .await;
-    let data = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get("ward-poolwarden-admin")
-        .await
-        .unwrap()
-        .data
-        .unwrap();
-    let token = String::from_utf8(data["token"].0.clone()).unwrap();
-    std::fs::write(dir.join("tokens"), &data["tokens"].0).unwrap();
-    std::fs::write(dir.join("password"), "unused-with-trust").unwrap();
-    let yaml = yaml
-        .replace(
-            "/var/run/poolwarden/admin/tokens",
-            dir.join("tokens").to_str().unwrap(),
-        )
-        .replace(
-            "/var/run/poolwarden/db/test/password",
-            dir.join("password").to_str().unwrap(),
-        );
-    let config = dir.join("poolwarden.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    let (config, token) = rendered_config(&client, &ns, "ward", "test", &dir).await;
 
     let ips = ["127.0.0.2", "127.0.0.3"];
     let sidecars: Vec<Sidecar> = ips
@@ -220,6 +189,7 @@ async fn heavy_autoscale_raises_pool_size_in_every_sidecar() {
         "no SustainedHighUtilization Event: {:?}",
         events.iter().map(|e| &e.reason).collect::<Vec<_>>()
     );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let yaml = cms.get("ward-poolwarden").await.unwrap().data.unwrap()["poolwarden.yaml"].clone();
     assert!(
         yaml.contains(&format!("pool_size: {}", entry.to_pool_size)),

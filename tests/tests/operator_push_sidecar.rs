@@ -7,12 +7,14 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use poolwarden_crds::DbPoolPolicy;
 use poolwarden_tests::kube_env;
 use poolwarden_tests::operator::{create_db_secret, start_controller, wait_for};
-use poolwarden_tests::pod_sidecars::{Sidecar, create_ready_pod, free_port_pair, pool_settings};
+use poolwarden_tests::pod_sidecars::{
+    Sidecar, create_ready_pod, free_port_pair, pool_settings, rendered_config,
+};
 
 #[tokio::test]
 async fn operator_push_reaches_real_sidecars_within_10s() {
@@ -43,40 +45,7 @@ async fn operator_push_reaches_real_sidecars_within_10s() {
         .await
         .unwrap();
 
-    // What the kubelet would mount: the ConfigMap's file and the admin Secret's tokens file.
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let yaml = wait_for(
-        "the rendered ConfigMap",
-        Duration::from_secs(30),
-        || async {
-            cms.get_opt("ward-poolwarden")
-                .await
-                .unwrap()?
-                .data?
-                .get("poolwarden.yaml")
-                .cloned()
-        },
-    )
-    .await;
-    let admin = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get("ward-poolwarden-admin")
-        .await
-        .unwrap();
-    let data = admin.data.unwrap();
-    let token = String::from_utf8(data["token"].0.clone()).unwrap();
-    std::fs::write(dir.join("tokens"), &data["tokens"].0).unwrap();
-    std::fs::write(dir.join("password"), "unused-with-trust").unwrap();
-    let yaml = yaml
-        .replace(
-            "/var/run/poolwarden/admin/tokens",
-            dir.join("tokens").to_str().unwrap(),
-        )
-        .replace(
-            "/var/run/poolwarden/db/test/password",
-            dir.join("password").to_str().unwrap(),
-        );
-    let config = dir.join("poolwarden.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    let (config, token) = rendered_config(&client, &ns, "ward", "test", &dir).await;
 
     let sidecars = [
         Sidecar::start(&dir, "127.0.0.2", &config, listen_port, admin_port),
