@@ -68,14 +68,18 @@ pub fn record(
         status.last_review_time = Some(now.to_string());
     }
     history.write_status(status);
+    // Three decimals are plenty for people and printer columns (`kubectl get dbpp`).
+    let round = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
     status.utilization = Some(UtilizationStatus {
-        current: history
-            .is_fresh(now)
-            .then(|| history.latest().map(|s| s.utilization))
-            .flatten(),
-        avg5m: history.average(5 * 60, now),
-        avg1h: history.average(60 * 60, now),
-        avg30d: history.review_average(review_window_days, now),
+        current: round(
+            history
+                .is_fresh(now)
+                .then(|| history.latest().map(|s| s.utilization))
+                .flatten(),
+        ),
+        avg5m: round(history.average(5 * 60, now)),
+        avg1h: round(history.average(60 * 60, now)),
+        avg30d: round(history.review_average(review_window_days, now)),
     });
     if let Some(obs) = observation {
         status.pods = Some(PodsStatus {
