@@ -77,6 +77,12 @@ impl Context {
         self.autoscaler.interval = interval;
         self
     }
+
+    /// Read utilization from a Prometheus HTTP API instead of scraping the sidecars.
+    pub fn with_prometheus(mut self, source: crate::autoscale::collect::PrometheusSource) -> Self {
+        self.autoscaler = self.autoscaler.with_prometheus(source);
+        self
+    }
 }
 
 /// Reconcile failures.

@@ -22,7 +22,7 @@ enum Command {
     /// Print the DbPoolPolicy CustomResourceDefinition as YAML.
     Crd,
     /// Run the operator: reconcile DbPoolPolicies while holding the leader Lease.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +75,10 @@ struct RunArgs {
     /// (e.g. 15s, 1m).
     #[arg(long, default_value = "15s", value_parser = parse_interval, env = "POOLWARDEN_SCRAPE_INTERVAL")]
     scrape_interval: Duration,
+    /// Read utilization from this Prometheus HTTP API (e.g. http://prometheus:9090) instead of
+    /// scraping each sidecar's /api/metrics; series need `namespace` and `pod` labels.
+    #[arg(long, env = "POOLWARDEN_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
                     }
                 },
                 scrape_interval: args.scrape_interval,
+                prometheus_url: args.prometheus_url,
             };
             let rt = tokio::runtime::Runtime::new().expect("start the tokio runtime");
             match rt.block_on(run(cfg)) {

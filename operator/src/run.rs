@@ -25,6 +25,7 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::autoscale::collect::{PrometheusSource, PrometheusSourceConfig};
 use crate::controller::{self, Context, Scope};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct RunConfig {
     pub webhook: Option<(SocketAddr, PathBuf)>,
     /// How often autoscaled policies are scraped and decided.
     pub scrape_interval: Duration,
+    /// Read utilization from this Prometheus HTTP API instead of scraping each sidecar.
+    pub prometheus_url: Option<String>,
 }
 
 /// A future that completes when the process gets SIGTERM or SIGINT.
@@ -102,10 +105,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     client.apiserver_version().await?;
     ready.store(true, Ordering::Release);
 
-    let ctx = Arc::new(
-        Context::new(client.clone(), metrics, cfg.identity.clone())
-            .with_scrape_interval(cfg.scrape_interval),
-    );
+    let mut context = Context::new(client.clone(), metrics, cfg.identity.clone())
+        .with_scrape_interval(cfg.scrape_interval);
+    if let Some(url) = &cfg.prometheus_url {
+        let source = PrometheusSource::new(PrometheusSourceConfig::new(url.clone()))?;
+        tracing::info!(url = %url, "utilization from the Prometheus HTTP API");
+        context = context.with_prometheus(source);
+    }
+    let ctx = Arc::new(context);
     let lease = LeaseConfig {
         name: cfg.lease_name.clone(),
         namespace: cfg

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Client, ResourceExt};
 use poolwarden_crds::DbPoolPolicy;
 
-use super::collect::{Observation, PodTarget, Scraper};
+use super::collect::{Observation, PodTarget, PrometheusSource, Scraper};
 use super::decide::{Alert, Decision, DecisionInput, decide, evaluate_alerts};
 use super::history::History;
 use super::metrics::AutoscaleMetrics;
@@ -43,6 +43,7 @@ pub type Credentials = BTreeMap<String, (String, String)>;
 /// the metrics.
 pub struct Autoscaler {
     scraper: Scraper,
+    prometheus: Option<PrometheusSource>,
     limits: Mutex<HashMap<(String, u16), (Instant, DatabaseLimits)>>,
     /// Per-policy autoscaling metrics.
     pub metrics: AutoscaleMetrics,
@@ -58,10 +59,17 @@ impl Autoscaler {
     ) -> Result<Self, super::collect::CollectError> {
         Ok(Self {
             scraper: Scraper::new(SCRAPE_TIMEOUT)?,
+            prometheus: None,
             limits: Mutex::default(),
             metrics,
             interval,
         })
+    }
+
+    /// Read utilization from a Prometheus HTTP API instead of scraping each pod.
+    pub fn with_prometheus(mut self, source: PrometheusSource) -> Self {
+        self.prometheus = Some(source);
+        self
     }
 
     /// One pass for `policy` (read fresh, with its status) and its `matched` pods.
@@ -75,12 +83,23 @@ impl Autoscaler {
         now: Timestamp,
     ) -> Step {
         let spec = &policy.spec;
-        let targets: Vec<PodTarget> = matched
+        let live: Vec<&Pod> = matched
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| PodTarget::from_pod(p, spec.sidecar.admin_port))
             .collect();
-        let observation = self.scraper.scrape_all(&targets, token).await;
+        let observation = match (&self.prometheus, policy.namespace()) {
+            (Some(source), Some(ns)) => {
+                let names: Vec<String> = live.iter().map(|p| p.name_any()).collect();
+                source.observe(&ns, &names).await
+            }
+            _ => {
+                let targets: Vec<PodTarget> = live
+                    .iter()
+                    .map(|p| PodTarget::from_pod(p, spec.sidecar.admin_port))
+                    .collect();
+                self.scraper.scrape_all(&targets, token).await
+            }
+        };
         let status = policy.status.clone().unwrap_or_default();
         // A gap longer than three scrape intervals breaks "sustained".
         let max_gap =
