@@ -101,12 +101,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,kube=warn".into()),
-                )
-                .init();
+            // One logging set-up for both binaries: JSON with POOLWARDEN_LOG_FORMAT=json (the
+            // chart's default), RUST_LOG filter, default info.
+            if let Err(e) =
+                poolwarden_sidecar::logging::init(&poolwarden_sidecar::config::env::ProcessEnv)
+            {
+                eprintln!("poolwarden-operator: cannot set up logging: {e}");
+                return ExitCode::FAILURE;
+            }
             let cfg = RunConfig {
                 metrics_listen: args.metrics_listen,
                 scope: args
