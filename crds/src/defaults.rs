@@ -84,7 +84,7 @@ pub fn critical_for_seconds() -> u32 {
     120
 }
 pub fn sidecar_image() -> String {
-    "poolwarden-sidecar:0.1.0".into()
+    crate::DEFAULT_SIDECAR_IMAGE.into()
 }
 pub fn listen_port() -> u16 {
     6432

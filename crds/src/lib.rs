@@ -21,6 +21,10 @@ pub use policy::*;
 
 use kube::CustomResourceExt;
 
+/// `spec.sidecar.image` when a policy does not name one. The operator may replace it with the
+/// image it was installed with (`--sidecar-image`); an image named in the policy always wins.
+pub const DEFAULT_SIDECAR_IMAGE: &str = "poolwarden-sidecar:0.1.0";
+
 /// The path of the committed, generated CRD manifest, relative to the workspace root.
 pub const CRD_FILE: &str = "crds/dbpoolpolicies.poolwarden.dev.yaml";
 

@@ -71,6 +71,10 @@ struct RunArgs {
         env = "POOLWARDEN_WEBHOOK_CERT_DIR"
     )]
     webhook_cert_dir: PathBuf,
+    /// The sidecar image to inject when a policy keeps the CRD's default `spec.sidecar.image`
+    /// (the chart passes the image it was installed with). An image named in the policy wins.
+    #[arg(long, env = "POOLWARDEN_SIDECAR_IMAGE")]
+    sidecar_image: Option<String>,
     /// How often autoscaled policies' sidecars are scraped and the pool size decided
     /// (e.g. 15s, 1m).
     #[arg(long, default_value = "15s", value_parser = parse_interval, env = "POOLWARDEN_SCRAPE_INTERVAL")]
@@ -124,7 +128,11 @@ fn main() -> ExitCode {
                     None
                 } else {
                     match args.webhook_listen.parse() {
-                        Ok(addr) => Some((addr, args.webhook_cert_dir)),
+                        Ok(listen) => Some(poolwarden_operator::webhook::WebhookConfig {
+                            listen,
+                            cert_dir: args.webhook_cert_dir,
+                            sidecar_image: args.sidecar_image.filter(|i| !i.trim().is_empty()),
+                        }),
                         Err(_) => {
                             eprintln!(
                                 "poolwarden-operator: invalid --webhook-listen: {:?} (accepted: an address such as 0.0.0.0:8443, or \"\" to turn the webhook off)",

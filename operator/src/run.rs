@@ -17,7 +17,6 @@
 //! | `coordination.k8s.io` | `leases` | get, create, patch | leader election (in the operator's namespace only) |
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,8 +47,8 @@ pub struct RunConfig {
     pub lease_duration_seconds: u64,
     /// Seconds before expiry at which the holder renews.
     pub lease_grace_seconds: u64,
-    /// The admission webhook's address and certificate directory; `None`: not served.
-    pub webhook: Option<(SocketAddr, PathBuf)>,
+    /// The admission webhook; `None`: not served.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
     /// How often autoscaled policies are scraped and decided.
     pub scrape_interval: Duration,
     /// Read utilization from this Prometheus HTTP API instead of scraping each sidecar.
@@ -85,9 +84,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
     // The admission webhook runs on every replica, beside the metrics server.
     let webhook_task = match cfg.webhook.clone() {
-        Some((addr, cert_dir)) => {
-            let hook =
-                crate::webhook::serve(client.clone(), addr, cert_dir, stopped(stop_rx.clone()));
+        Some(config) => {
+            let addr = config.listen;
+            let hook = crate::webhook::serve(client.clone(), config, stopped(stop_rx.clone()));
             tracing::info!(%addr, "serving the admission webhook");
             Some(tokio::spawn(hook))
         }

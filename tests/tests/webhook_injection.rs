@@ -120,8 +120,11 @@ impl Harness {
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(poolwarden_operator::webhook::serve(
             client.clone(),
-            addr,
-            dir,
+            poolwarden_operator::webhook::WebhookConfig {
+                listen: addr,
+                cert_dir: dir,
+                sidecar_image: None,
+            },
             async {
                 let _ = stopped.await;
             },

@@ -26,8 +26,8 @@ pub mod mutate;
 pub mod server;
 pub mod tls;
 
-pub use mutate::{InjectOptions, MutateError, mutate, supports_native_sidecars};
-pub use server::{WebhookError, serve};
+pub use mutate::{InjectOptions, MutateError, mutate, sidecar_image, supports_native_sidecars};
+pub use server::{WebhookConfig, WebhookError, serve};
 
 /// The pod label that opts a pod in; its value names a `DbPoolPolicy` in the pod's namespace.
 pub const POLICY_LABEL: &str = "poolwarden.dev/policy";

@@ -64,11 +64,24 @@ pub const SIDECAR_UID: i64 = 65532;
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
 /// What the cluster can do, decided once per apiserver by the server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InjectOptions {
     /// Inject a native sidecar (an init container with `restartPolicy: Always`) instead of a
     /// regular container. True for Kubernetes ≥ 1.29.
     pub native_sidecars: bool,
+    /// The sidecar image the operator was installed with (`--sidecar-image`). It replaces the
+    /// CRD's default image ([`poolwarden_crds::DEFAULT_SIDECAR_IMAGE`]); an image the policy
+    /// names itself is kept.
+    pub sidecar_image: Option<String>,
+}
+
+/// The image to inject: the policy's own, unless it is the CRD default and the operator was
+/// given its installed image.
+pub fn sidecar_image<'a>(policy_image: &'a str, options: &'a InjectOptions) -> &'a str {
+    match &options.sidecar_image {
+        Some(installed) if policy_image == poolwarden_crds::DEFAULT_SIDECAR_IMAGE => installed,
+        _ => policy_image,
+    }
 }
 
 /// Why a pod cannot be mutated.
@@ -243,7 +256,7 @@ fn sidecar_container(policy: &DbPoolPolicy, options: &InjectOptions) -> Containe
     }
     Container {
         name: SIDECAR_CONTAINER.to_string(),
-        image: Some(sidecar.image.clone()),
+        image: Some(sidecar_image(&sidecar.image, options).to_string()),
         args: Some(vec!["--config".to_string(), CONFIG_FILE.to_string()]),
         restart_policy: options.native_sidecars.then(|| "Always".to_string()),
         ports: Some(vec![

@@ -56,15 +56,30 @@ pub enum WebhookError {
     Tls(#[from] TlsError),
 }
 
-/// Serve the webhook on `addr` with the certificate in `cert_dir` (`tls.crt`, `tls.key`,
-/// re-read every 10 s when they change) until `shutdown` completes; then stop accepting and
-/// give running requests up to 10 s to finish.
+/// Where and how the webhook serves.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Directory with `tls.crt` and `tls.key`.
+    pub cert_dir: PathBuf,
+    /// The sidecar image the operator was installed with; replaces the CRD default image.
+    pub sidecar_image: Option<String>,
+}
+
+/// Serve the webhook on `config.listen` with the certificate in `config.cert_dir` (`tls.crt`,
+/// `tls.key`, re-read every 10 s when they change) until `shutdown` completes; then stop
+/// accepting and give running requests up to 10 s to finish.
 pub async fn serve(
     client: Client,
-    addr: SocketAddr,
-    cert_dir: PathBuf,
+    config: WebhookConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WebhookError> {
+    let WebhookConfig {
+        listen: addr,
+        cert_dir,
+        sidecar_image,
+    } = config;
     let certs = ReloadingCert::load(&cert_dir)?;
     let acceptor = TlsAcceptor::from(certs.server_config()?);
     let listener = TcpListener::bind(addr)
@@ -75,6 +90,7 @@ pub async fn serve(
     let app = router(Arc::new(Webhook {
         client,
         native_sidecars: OnceCell::new(),
+        sidecar_image,
     }));
     let graceful = GracefulShutdown::new();
 
@@ -128,6 +144,8 @@ struct Webhook {
     client: Client,
     /// Whether the apiserver supports native sidecars; asked once, kept for the process.
     native_sidecars: OnceCell<bool>,
+    /// See [`WebhookConfig::sidecar_image`].
+    sidecar_image: Option<String>,
 }
 
 fn router(state: Arc<Webhook>) -> Router {
@@ -208,6 +226,7 @@ impl Webhook {
         };
         let options = InjectOptions {
             native_sidecars: self.native_sidecars().await,
+            sidecar_image: self.sidecar_image.clone(),
         };
         let patch = match mutate(pod, &policy, &options) {
             Ok(p) => p,

@@ -9,9 +9,11 @@ use super::*;
 
 const OLD: InjectOptions = InjectOptions {
     native_sidecars: false,
+    sidecar_image: None,
 };
 const NEW: InjectOptions = InjectOptions {
     native_sidecars: true,
+    sidecar_image: None,
 };
 
 fn policy(databases: Value) -> DbPoolPolicy {
@@ -390,4 +392,47 @@ fn native_sidecars_from_the_apiserver_version() {
             "{major}.{minor}"
         );
     }
+}
+
+#[test]
+fn the_installed_image_replaces_only_the_crd_default() {
+    let installed = InjectOptions {
+        sidecar_image: Some("registry.local/poolwarden-sidecar@sha256:abc".into()),
+        ..OLD
+    };
+    let cases = [
+        // (policy image, options, injected)
+        (
+            poolwarden_crds::DEFAULT_SIDECAR_IMAGE,
+            &installed,
+            "registry.local/poolwarden-sidecar@sha256:abc",
+        ),
+        (
+            poolwarden_crds::DEFAULT_SIDECAR_IMAGE,
+            &OLD,
+            poolwarden_crds::DEFAULT_SIDECAR_IMAGE,
+        ),
+        (
+            "mirror.local/pw-sidecar:0.1.0",
+            &installed,
+            "mirror.local/pw-sidecar:0.1.0",
+        ),
+        (
+            "mirror.local/pw-sidecar:0.1.0",
+            &OLD,
+            "mirror.local/pw-sidecar:0.1.0",
+        ),
+    ];
+    for (policy_image, options, want) in cases {
+        assert_eq!(sidecar_image(policy_image, options), want, "{policy_image}");
+    }
+    // And in the patch itself.
+    let mut policy = one_db();
+    policy.spec.sidecar.image = poolwarden_crds::DEFAULT_SIDECAR_IMAGE.into();
+    let p = pod(json!({"containers": [app()]}), None);
+    let out = apply(&p, &mutate(&p, &policy, &installed).unwrap());
+    assert_eq!(
+        sidecar(&out, false).image.as_deref(),
+        Some("registry.local/poolwarden-sidecar@sha256:abc")
+    );
 }
