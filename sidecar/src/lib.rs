@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod proxy;
 pub mod server;

@@ -75,9 +75,12 @@ struct Families {
     query_seconds: HistogramVec,
     slow_queries: IntCounterVec,
     reloads: IntCounterVec,
+    prepared: IntCounterVec,
 }
 
 const DB: &[&str] = &["database"];
+/// The `result` label values of `poolwarden_prepared_statements_total`.
+const PREPARED_RESULTS: [&str; 3] = ["hit", "miss", "eviction"];
 
 impl Families {
     fn register(r: &Registry) -> prometheus::Result<Self> {
@@ -198,6 +201,12 @@ impl Families {
                 "Config reloads, by result (counted under every pool's label).",
                 &["database", "result"],
             )?,
+            prepared: counter(
+                r,
+                "poolwarden_prepared_statements_total",
+                "Named prepared statements in transaction mode: hit (the server connection held it), miss (prepared there), eviction (closed to stay within max_prepared_statements).",
+                &["database", "result"],
+            )?,
         })
     }
 }
@@ -295,6 +304,9 @@ impl Metrics {
         for r in [ReloadResult::Success, ReloadResult::Failure] {
             let _ = f.reloads.remove_label_values(&[database, r.as_str()]);
         }
+        for r in PREPARED_RESULTS {
+            let _ = f.prepared.remove_label_values(&[database, r]);
+        }
     }
 
     /// The databases that have a handle.
@@ -351,6 +363,8 @@ pub struct PoolMetrics {
     slow_queries: IntCounter,
     reload_success: IntCounter,
     reload_failure: IntCounter,
+    /// hit, miss, eviction.
+    prepared: [IntCounter; 3],
 }
 
 impl std::fmt::Debug for PoolMetrics {
@@ -386,6 +400,7 @@ impl PoolMetrics {
             slow_queries: f.slow_queries.with_label_values(l),
             reload_success: f.reloads.with_label_values(&[database, "success"]),
             reload_failure: f.reloads.with_label_values(&[database, "failure"]),
+            prepared: PREPARED_RESULTS.map(|r| f.prepared.with_label_values(&[database, r])),
         }
     }
 
@@ -480,6 +495,19 @@ impl PoolMetrics {
     /// A query exceeded slow_query_threshold.
     pub fn slow_query(&self) {
         self.slow_queries.inc();
+    }
+
+    /// Prepared-statement counts of one transaction.
+    pub fn prepared_statements(&self, stats: crate::prepared::Stats) {
+        for (counter, n) in self
+            .prepared
+            .iter()
+            .zip([stats.hits, stats.misses, stats.evictions])
+        {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
     }
 
     fn refresh_utilization(&self) {

@@ -9,12 +9,10 @@ import threading
 from sqlalchemy import create_engine, text
 
 port, table = sys.argv[1], sys.argv[2]
-# prepare_threshold=None: psycopg would otherwise prepare *named* statements after 5 runs,
-# which transaction-mode pooling does not carry across transactions until the
-# prepared-statements issue lands.
+# psycopg's defaults: after 5 runs a query becomes a *named* prepared statement, which the
+# sidecar carries across transactions and server connections.
 engine = create_engine(
     f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres?application_name=pw_sqlalchemy",
-    connect_args={"prepare_threshold": None},
     pool_size=4,
     max_overflow=0,
     pool_pre_ping=True,

@@ -227,10 +227,6 @@ pub async fn direct(dbname: &str) -> tokio_postgres::Client {
 
 /// A tokio-postgres client through the sidecar. Its connection task's result is returned
 /// too, so a test can see how the session ended (e.g. a FATAL from the sidecar).
-///
-/// Tests use `simple_query`/`batch_execute`: tokio-postgres's `query` prepares *named*
-/// statements, which transaction-mode pooling does not carry across transactions until the
-/// prepared-statements issue lands.
 pub async fn through(
     sidecar: &Sidecar,
     dbname: &str,

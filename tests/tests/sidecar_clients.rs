@@ -1,10 +1,11 @@
-//! Real clients through the sidecar: psql, pgbench (simple and extended protocol),
-//! SQLAlchemy 2 with psycopg 3, and a session-mode check.
+//! Real clients through the sidecar: psql, pgbench (simple, extended and prepared protocol),
+//! SQLAlchemy 2 with psycopg 3 in its default configuration, and a session-mode check.
 
 use std::path::Path;
 use std::process::Command;
 
-use poolwarden_tests::sidecar::{Sidecar, direct, scalar, through, unique};
+use poolwarden_tests::sidecar::{Sidecar, TempDir, config_yaml, direct, scalar, through, unique};
+use poolwarden_tests::sidecar_admin::{scrape, wait_ready};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -44,7 +45,7 @@ fn psql_session() {
 }
 
 #[tokio::test]
-async fn pgbench_simple_and_extended() {
+async fn pgbench_simple_extended_and_prepared() {
     let dbname = unique("pw_bench");
     let db = direct("postgres").await;
     db.batch_execute(&format!("CREATE DATABASE {dbname}"))
@@ -67,7 +68,7 @@ async fn pgbench_simple_and_extended() {
     run(Command::new("pgbench")
         .args(base)
         .args(["-i", "-s", "1", "-q", &dbname]));
-    for mode in ["simple", "extended"] {
+    for mode in ["simple", "extended", "prepared"] {
         let out = run(Command::new("pgbench")
             .args(base)
             .args(["-M", mode, "-c", "4", "-j", "2", "-t", "50", &dbname]));
@@ -83,19 +84,45 @@ async fn pgbench_simple_and_extended() {
     drop(sidecar);
 }
 
-#[test]
-fn sqlalchemy_with_psycopg() {
-    let sidecar = Sidecar::start(
-        "postgres",
-        "transaction",
-        "  pool_size: 2\n  max_overflow: 1",
+#[tokio::test]
+async fn sqlalchemy_with_psycopg() {
+    // psycopg's default prepare_threshold (5): its named statements must work across
+    // transactions and server connections; the sidecar's counters show they were used.
+    let dir = TempDir::new("poolwarden-sqla");
+    let token = "sqla-admin-token-0123456789";
+    std::fs::write(dir.path().join("tokens"), format!("admin {token}\n")).unwrap();
+    let extra = format!(
+        "admin:\n  tokens_file: {}",
+        dir.path().join("tokens").display()
     );
+    let sidecar = Sidecar::start_with(|port| {
+        config_yaml(
+            port,
+            "postgres",
+            "transaction",
+            "  pool_size: 2\n  max_overflow: 1",
+            &extra,
+        )
+    });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/sqlalchemy_through_sidecar.py");
     let out = run(Command::new("python3")
         .arg(script)
         .arg(sidecar.port.to_string())
         .arg(unique("pw_sqla")));
     assert_eq!(out.trim(), "ok");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &sidecar).await;
+    let m = scrape(&http, &sidecar, token).await;
+    let count = |result| {
+        m.value(
+            "poolwarden_prepared_statements_total",
+            "postgres",
+            &[("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(count("miss") >= 2.0, "psycopg prepared its statements");
+    assert!(count("hit") > count("miss"), "and reused them");
 }
 
 #[tokio::test]

@@ -178,6 +178,11 @@ pub struct PoolConfig {
     pub idle_in_transaction_timeout: Option<ConfigDuration>,
     /// Timeout for opening one server connection (TCP, TLS and login). Default 5s.
     pub connect_timeout: ConfigDuration,
+    /// Transaction mode: named prepared statements kept per server connection (least
+    /// recently used closed beyond it), so a client's statements work on whichever
+    /// connection serves its next transaction. 0 turns the tracking off (named statements
+    /// then last one transaction). Default 200, as PgBouncer's `max_prepared_statements`.
+    pub max_prepared_statements: u32,
 }
 
 impl Default for PoolConfig {
@@ -191,6 +196,7 @@ impl Default for PoolConfig {
             statement_timeout: ConfigDuration::from_secs(30),
             idle_in_transaction_timeout: None,
             connect_timeout: ConfigDuration::from_secs(5),
+            max_prepared_statements: 200,
         }
     }
 }

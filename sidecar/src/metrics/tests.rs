@@ -25,6 +25,9 @@ fn number(v: Option<&Value>) -> f64 {
     }
 }
 
+/// Series beyond CONTRACT §2.6, documented in docs/metrics.md.
+const ADDITIONS: &[(&str, &str)] = &[("poolwarden_prepared_statements_total", "counter")];
+
 /// (name, type) of every series in CONTRACT §2.6.
 const CONTRACT: &[(&str, &str)] = &[
     ("poolwarden_pool_size", "gauge"),
@@ -73,14 +76,23 @@ fn every_contract_series_is_present_with_its_type_and_database_label() {
         }
         assert!(s.docs.contains_key(*name), "{name} has HELP");
     }
-    // The names in the output are exactly the contract's: nothing extra.
+    // The names in the output are the contract's, and the documented additions
+    // (docs/metrics.md, "beyond CONTRACT §2.6"): nothing else.
     let text = m.encode();
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(
-            CONTRACT.iter().any(|(n, _)| *n == name),
+            CONTRACT.iter().chain(ADDITIONS).any(|(n, _)| *n == name),
             "unexpected family {name}"
         );
+    }
+    for result in ["hit", "miss", "eviction"] {
+        let v = find(
+            &s,
+            "poolwarden_prepared_statements_total",
+            &[("database", "clinical"), ("result", result)],
+        );
+        assert_eq!(number(v), 0.0, "{result}");
     }
     // Every close reason and both reload results exist from the start, at zero.
     for r in CloseReason::ALL {

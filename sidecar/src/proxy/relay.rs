@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::session::Phase;
 use crate::metrics::PoolMetrics;
+use crate::prepared::{ServerAction, Tracking};
 use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
 use crate::protocol::io::{FrameReader, ReadError};
 use crate::protocol::sql::changes_session_state;
@@ -90,6 +91,9 @@ pub struct Boundaries {
     pub status: u8,
     /// Session state may have been changed (needs `DISCARD ALL` before reuse).
     pub dirty: bool,
+    /// Named statements are tracked by the pooler ([`crate::prepared`]), so a named Parse
+    /// does not make the connection dirty.
+    pub tracked_statements: bool,
     /// ReadyForQuery `I` messages seen (transactions that ended).
     pub completed: u64,
     /// Where finished queries are accounted (`poolwarden_query_duration_seconds`, slow
@@ -169,9 +173,16 @@ impl Boundaries {
             open_extended: false,
             status: b'I',
             dirty: false,
+            tracked_statements: false,
             completed: 0,
             queries: None,
         }
+    }
+
+    /// Named statements are tracked by the pooler.
+    pub fn with_tracked_statements(mut self, tracked: bool) -> Self {
+        self.tracked_statements = tracked;
+        self
     }
 
     /// Also time every query into `metrics`; queries of at least `threshold` are slow.
@@ -215,8 +226,8 @@ impl Boundaries {
                 let mut parts = f.body.split(|b| *b == 0);
                 let name = parts.next().unwrap_or(&[]);
                 let sql = parts.next().unwrap_or(&[]);
-                self.dirty |=
-                    !name.is_empty() || changes_session_state(&String::from_utf8_lossy(sql));
+                self.dirty |= (!name.is_empty() && !self.tracked_statements)
+                    || changes_session_state(&String::from_utf8_lossy(sql));
             }
             b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => self.open_extended = true,
             _ => {}
@@ -238,21 +249,34 @@ impl Boundaries {
     }
 }
 
+/// How a session relays.
+#[derive(Clone, Copy, Debug)]
+pub struct Relaying {
+    /// Session mode: relay until the client leaves, not until the transaction ends.
+    pub session_mode: bool,
+    /// A client idle inside a transaction longer than this is cut off.
+    pub idle_in_transaction: Duration,
+}
+
 /// Relay until the transaction ends (transaction mode) or the client leaves (session mode).
 pub async fn relay(
     client: &mut ClientIo,
     server: &mut ServerConn,
     first: Option<Frame>,
     b: &mut Boundaries,
-    session_mode: bool,
-    idle_in_transaction: Duration,
+    how: Relaying,
     phase: &mut watch::Receiver<Phase>,
+    mut prepared: Option<&mut Tracking>,
 ) -> Outcome {
+    let Relaying {
+        session_mode,
+        idle_in_transaction,
+    } = how;
     let mut to_server = BytesMut::new();
     let mut to_client = BytesMut::new();
     if let Some(f) = first {
         b.client_sent(&f);
-        f.encode(&mut to_server);
+        to_server_frame(f, prepared.as_deref_mut(), server, &mut to_server);
         if let Err(e) = server.write(&to_server).await {
             return Outcome::ServerFailed(e);
         }
@@ -282,7 +306,7 @@ pub async fn relay(
                     Err(e) => return Outcome::ServerFailed(e),
                 };
                 b.server_sent(&f);
-                f.encode(&mut to_client);
+                to_client_frame(f, prepared.as_deref_mut(), server, &mut to_client);
                 // Take whatever else is already buffered, then write once.
                 loop {
                     if to_client.len() >= CLIENT_FLUSH_BYTES {
@@ -291,7 +315,7 @@ pub async fn relay(
                     match server.try_read() {
                         Ok(Some(f)) => {
                             b.server_sent(&f);
-                            f.encode(&mut to_client);
+                            to_client_frame(f, prepared.as_deref_mut(), server, &mut to_client);
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -324,7 +348,7 @@ pub async fn relay(
                         _ => {}
                     }
                     b.client_sent(&f);
-                    f.encode(&mut to_server);
+                    to_server_frame(f, prepared.as_deref_mut(), server, &mut to_server);
                     if to_server.len() < CLIENT_FLUSH_BYTES {
                         match client.reader.try_frame() {
                             Ok(n) => next = n,
@@ -346,6 +370,42 @@ pub async fn relay(
                 }
             }
         }
+    }
+}
+
+/// A client message on its way to the server, rewritten when statements are tracked.
+fn to_server_frame(
+    f: Frame,
+    prepared: Option<&mut Tracking>,
+    server: &mut ServerConn,
+    out: &mut BytesMut,
+) {
+    match prepared {
+        Some(t) => t
+            .rewriter
+            .client_message(f, &mut t.client, &mut server.statements, out),
+        None => f.encode(out),
+    }
+}
+
+/// A server message on its way to the client: passed on, dropped (the reply to a message
+/// the pooler added) or replaced.
+fn to_client_frame(
+    f: Frame,
+    prepared: Option<&mut Tracking>,
+    server: &mut ServerConn,
+    out: &mut BytesMut,
+) {
+    let Some(t) = prepared else {
+        return f.encode(out);
+    };
+    match t
+        .rewriter
+        .server_message(&f, &mut t.client, &mut server.statements)
+    {
+        ServerAction::Forward => f.encode(out),
+        ServerAction::Swallow => {}
+        ServerAction::Replace(g) => g.encode(out),
     }
 }
 
@@ -471,9 +531,12 @@ mod tests {
                 &mut server,
                 None,
                 &mut b,
-                false,
-                Duration::from_secs(3600),
+                Relaying {
+                    session_mode: false,
+                    idle_in_transaction: Duration::from_secs(3600),
+                },
                 &mut phase,
+                None,
             )
             .await;
             (out, start.elapsed())

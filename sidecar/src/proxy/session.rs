@@ -11,11 +11,12 @@ use tokio::sync::watch;
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
 use super::pools::{Pools, ServerManager};
-use super::relay::{Boundaries, ClientIo, Outcome, relay};
+use super::relay::{Boundaries, ClientIo, Outcome, Relaying, relay};
 use super::startup::{self, Login, Refusal, Startup};
 use crate::auth::SharedAuthFile;
 use crate::config::{Config, PoolMode};
 use crate::pool::{Checkout, CheckoutError, CloseReason};
+use crate::prepared::Tracking;
 use crate::protocol::build::{self, Severity};
 use crate::protocol::frame::Frame;
 use crate::protocol::io::ReadError;
@@ -106,6 +107,8 @@ struct Session {
     mode: PoolMode,
     idle_in_transaction: Duration,
     phase: watch::Receiver<Phase>,
+    /// Transaction mode with `max_prepared_statements` > 0: the client's named statements.
+    prepared: Option<Tracking>,
 }
 
 enum Next {
@@ -122,6 +125,11 @@ impl Session {
             phase: ctx.phase.clone(),
             mode: config.mode,
             idle_in_transaction: config.pool.idle_in_transaction().get(),
+            prepared: if config.mode == PoolMode::Transaction {
+                Tracking::new(config.pool.max_prepared_statements)
+            } else {
+                None
+            },
             ctx,
         }
     }
@@ -295,23 +303,40 @@ impl Session {
     /// Relay with a checked-out connection until the transaction (or session) ends, then
     /// give the connection back or close it.
     async fn hold(&mut self, mut c: Checkout<ServerManager>, first: Option<Frame>) -> Next {
-        let threshold = self.ctx.config.load().slow_query_threshold.get();
-        let mut b = Boundaries::new().with_query_metrics(self.login.db.metrics.clone(), threshold);
+        let (threshold, limit) = {
+            let config = self.ctx.config.load();
+            (
+                config.slow_query_threshold.get(),
+                config.pool.max_prepared_statements,
+            )
+        };
+        if let Some(t) = &mut self.prepared {
+            t.set_limit(limit);
+        }
+        let mut b = Boundaries::new()
+            .with_query_metrics(self.login.db.metrics.clone(), threshold)
+            .with_tracked_statements(self.prepared.is_some());
         let session_mode = self.mode == PoolMode::Session;
         let outcome = relay(
             &mut self.client,
             c.conn(),
             first,
             &mut b,
-            session_mode,
-            self.idle_in_transaction,
+            Relaying {
+                session_mode,
+                idle_in_transaction: self.idle_in_transaction,
+            },
             &mut self.phase,
+            self.prepared.as_mut(),
         )
         .await;
         self.ctx.counters.add_transactions(b.completed);
         if let Some(m) = &self.login.db.metrics {
             for _ in 0..b.completed {
                 m.transaction_served();
+            }
+            if let Some(t) = &mut self.prepared {
+                m.prepared_statements(t.rewriter.take_stats());
             }
         }
         match outcome {
@@ -416,6 +441,8 @@ async fn give_back(mut c: Checkout<ServerManager>, dirty: bool) {
             c.discard(CloseReason::Error);
             return;
         }
+        // DISCARD ALL deallocated every prepared statement.
+        c.conn().statements.clear();
     }
     c.release(true);
 }

@@ -79,6 +79,8 @@ pub struct ServerConn {
     pub cancel: CancelTarget,
     /// When the connection was opened (for pool_recycle).
     pub created: Instant,
+    /// The pooler-named prepared statements this backend holds (transaction mode).
+    pub statements: crate::prepared::ServerStatements,
 }
 
 impl ServerConn {
@@ -91,6 +93,7 @@ impl ServerConn {
             params: HashMap::new(),
             cancel,
             created: Instant::now(),
+            statements: crate::prepared::ServerStatements::new(),
         }
     }
 

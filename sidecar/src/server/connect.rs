@@ -203,6 +203,7 @@ impl Connector {
                 key: 0,
             },
             created: Instant::now(),
+            statements: crate::prepared::ServerStatements::new(),
         };
         let options = format!(
             "-c statement_timeout={}",
