@@ -52,8 +52,11 @@ struct Expect {
     added: Option<Bytes>,
     /// Dropped from the cache when its Close was sent; still held if the Close was skipped.
     evicted: Option<Bytes>,
-    /// The client's name for a Parse, forgotten if that Parse failed: (client, server name).
-    client_name: Option<(Bytes, Bytes)>,
+    /// The client's name for a Parse, undone if that Parse failed: (client name, server
+    /// name, what the name meant before).
+    client_name: Option<(Bytes, Bytes, Option<Statement>)>,
+    /// A client's Close of its name, undone if the server skipped it.
+    closed: Option<(Bytes, Statement)>,
 }
 
 impl Expect {
@@ -63,6 +66,7 @@ impl Expect {
             added: None,
             evicted: None,
             client_name: None,
+            closed: None,
         }
     }
 }
@@ -166,7 +170,10 @@ impl Rewriter {
             return self.expect(Expect::reply(Reply::Forward));
         };
         let server_name = statement.server_name.clone();
-        let client_name = Some((name.clone(), server_name.clone()));
+        // PostgreSQL refuses a Parse of a name in use (42P05); drivers never send one, and here
+        // the name is simply given the new statement.
+        let previous = client.insert(name.clone(), statement.clone());
+        let client_name = Some((name, server_name.clone(), previous));
         if server.touch(&server_name) {
             self.stats.hits += 1;
             close_frame(b'S', NO_STATEMENT).encode(out);
@@ -185,7 +192,6 @@ impl Rewriter {
                 ..Expect::reply(Reply::Forward)
             });
         }
-        client.insert(name, statement);
     }
 
     /// Record `name` as held, closing the least recently used statements beyond the limit.
@@ -275,16 +281,25 @@ impl Rewriter {
     }
 
     fn close(&mut self, f: Frame, client: &mut ClientStatements, out: &mut BytesMut) {
-        match statement_target(&f.body) {
+        let closed = match statement_target(&f.body) {
             Some(name) => {
                 // The shared server-side statement stays; the client's name goes. Closing a
                 // name that does not exist is no error in PostgreSQL either.
-                client.remove(name);
+                let closed = client
+                    .take(name)
+                    .map(|st| (f.body.slice(1..1 + name.len()), st));
                 close_frame(b'S', NO_STATEMENT).encode(out);
+                closed
             }
-            None => f.encode(out),
-        }
-        self.expect(Expect::reply(Reply::Forward));
+            None => {
+                f.encode(out);
+                None
+            }
+        };
+        self.expect(Expect {
+            closed,
+            ..Expect::reply(Reply::Forward)
+        });
     }
 
     fn query(
@@ -384,8 +399,11 @@ fn undo(left: Vec<Expect>, client: &mut ClientStatements, server: &mut ServerSta
         if let Some(name) = e.evicted {
             server.restore(name);
         }
-        if let Some((name, server_name)) = e.client_name {
-            client.remove_if(&name, &server_name);
+        if let Some((name, server_name, previous)) = e.client_name {
+            client.undo_parse(&name, &server_name, previous);
+        }
+        if let Some((name, statement)) = e.closed {
+            client.undo_close(name, statement);
         }
     }
 }

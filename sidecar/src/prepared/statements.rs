@@ -69,9 +69,14 @@ impl ClientStatements {
         self.map.get(name)
     }
 
-    /// Remember (or replace) `name`.
-    pub fn insert(&mut self, name: Bytes, statement: Statement) {
-        self.map.insert(name, statement);
+    /// Remember (or replace) `name`; answers what it meant before.
+    pub fn insert(&mut self, name: Bytes, statement: Statement) -> Option<Statement> {
+        self.map.insert(name, statement)
+    }
+
+    /// Forget `name`; answers what it meant.
+    pub fn take(&mut self, name: &[u8]) -> Option<Statement> {
+        self.map.remove(name)
     }
 
     /// Forget `name`; true if it was known.
@@ -79,15 +84,29 @@ impl ClientStatements {
         self.map.remove(name).is_some()
     }
 
-    /// Forget `name` only while it still means `server_name` (undoing a failed Parse).
-    pub fn remove_if(&mut self, name: &[u8], server_name: &[u8]) {
+    /// Undo a Parse of `name` as `server_name` that failed or was skipped: while the name
+    /// still means that statement, it means `previous` again (or nothing).
+    pub fn undo_parse(&mut self, name: &Bytes, server_name: &[u8], previous: Option<Statement>) {
         if self
             .map
             .get(name)
             .is_some_and(|s| s.server_name == server_name)
         {
-            self.map.remove(name);
+            match previous {
+                Some(p) => {
+                    self.map.insert(name.clone(), p);
+                }
+                None => {
+                    self.map.remove(name);
+                }
+            }
         }
+    }
+
+    /// Undo a Close of `name` that the server skipped: the name means `statement` again,
+    /// unless the client has used it for another since.
+    pub fn undo_close(&mut self, name: Bytes, statement: Statement) {
+        self.map.entry(name).or_insert(statement);
     }
 
     /// Forget everything (`DEALLOCATE ALL`).
@@ -264,9 +283,22 @@ mod tests {
         let mut c = ClientStatements::new();
         let (name, st) = Statement::from_parse(&Bytes::from_static(b"s\0select 1\0\0\0")).unwrap();
         c.insert(name.clone(), st.clone());
-        c.remove_if(b"s", b"pw_other");
+        c.undo_parse(&name, b"pw_other", None);
         assert_eq!(c.len(), 1);
-        c.remove_if(b"s", &st.server_name);
+        c.undo_parse(&name, &st.server_name, None);
         assert!(c.is_empty());
+        // A failed re-Parse of a name brings the earlier statement back.
+        let (_, other) = Statement::from_parse(&Bytes::from_static(b"s\0select 2\0\0\0")).unwrap();
+        c.insert(name.clone(), st.clone());
+        assert_eq!(c.insert(name.clone(), other.clone()), Some(st.clone()));
+        c.undo_parse(&name, &other.server_name, Some(st.clone()));
+        assert_eq!(c.get(b"s"), Some(&st));
+        // A skipped Close gives the name back, unless it was reused.
+        let taken = c.take(b"s").unwrap();
+        c.undo_close(name.clone(), taken);
+        assert_eq!(c.get(b"s"), Some(&st));
+        c.insert(name.clone(), other.clone());
+        c.undo_close(name.clone(), st.clone());
+        assert_eq!(c.get(b"s"), Some(&other));
     }
 }

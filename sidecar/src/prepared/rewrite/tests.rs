@@ -487,3 +487,31 @@ fn a_clients_own_discard_all_is_survived() {
     );
     assert_eq!(seen, "2CZ");
 }
+
+#[test]
+fn a_close_the_server_skipped_keeps_the_name() {
+    let mut client = ClientStatements::new();
+    let mut x = Conn::new();
+    let mut rw = Rewriter::new(100);
+    run(
+        &mut rw,
+        &mut client,
+        &mut x,
+        vec![parse("s", "select 1"), sync()],
+    );
+    // An error first: the server skips the Close, so the name must still work after.
+    let seen = run(
+        &mut rw,
+        &mut client,
+        &mut x,
+        vec![parse("", "bad"), close("s"), sync()],
+    );
+    assert_eq!(seen, "EZ");
+    let seen = run(
+        &mut rw,
+        &mut client,
+        &mut x,
+        vec![bind("s"), execute(), sync()],
+    );
+    assert_eq!(seen, "2CZ");
+}
