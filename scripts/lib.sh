@@ -32,6 +32,32 @@ ensure_python_clients() {
   fi
 }
 
+# The driver matrix (tests/tests/driver_matrix.rs): asyncpg and psycopg2 from PyPI, node-postgres
+# from the npm registry into a cache dir outside the checkout (POOLWARDEN_NPM_DIR, which the
+# tests read too), and Debian's PostgreSQL JDBC driver with a JDK for single-file `java X.java`.
+POOLWARDEN_NPM_DIR=${POOLWARDEN_NPM_DIR:-/var/cache/poolwarden-npm}
+NODE_PG_VERSION=8                                           # node-postgres major version
+ensure_driver_clients() {
+  ensure_python_clients
+  if ! python3 -c 'import asyncpg, psycopg2' 2>/dev/null; then
+    echo "installing asyncpg and psycopg2"
+    python3 -m pip install --quiet --disable-pip-version-check 'asyncpg>=0.29' 'psycopg2-binary>=2.9'
+  fi
+  command -v npm >/dev/null || { echo "installing nodejs and npm"; apt_install nodejs npm; }
+  if [[ ! -f $POOLWARDEN_NPM_DIR/node_modules/pg/package.json ]]; then
+    echo "installing node-postgres (pg@$NODE_PG_VERSION) into $POOLWARDEN_NPM_DIR"
+    mkdir -p "$POOLWARDEN_NPM_DIR"
+    npm install --silent --no-audit --no-fund --prefix "$POOLWARDEN_NPM_DIR" "pg@$NODE_PG_VERSION" >/dev/null
+  fi
+  local need=()
+  [[ -f /usr/share/java/postgresql.jar ]] || need+=(libpostgresql-jdbc-java)
+  # `java File.java` needs the compiler module, which only a JDK has.
+  if ! command -v java >/dev/null || ! java --list-modules 2>/dev/null | grep -q '^jdk\.compiler'; then
+    need+=(openjdk-17-jdk-headless)
+  fi
+  if ((${#need[@]})); then echo "installing ${need[*]}"; apt_install "${need[@]}"; fi
+}
+
 pg_bin_dir() {
   local d
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
