@@ -24,11 +24,18 @@ ensure_postgres() {
   if ((${#need[@]})); then echo "installing ${need[*]}"; apt_install "${need[@]}"; fi
 }
 
+# pip install into the machine's python3 (Debian 12's own python3 is marked externally
+# managed; these are test-only clients of a throwaway machine).
+pip_install() {
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check "$@"
+}
+
 # Python clients for the driver tests: SQLAlchemy 2 with psycopg 3.
 ensure_python_clients() {
   if ! python3 -c 'import sqlalchemy, psycopg' 2>/dev/null; then
     echo "installing SQLAlchemy and psycopg"
-    python3 -m pip install --quiet --disable-pip-version-check 'sqlalchemy>=2' 'psycopg[binary]>=3.1'
+    pip_install 'sqlalchemy>=2' 'psycopg[binary]>=3.1'
   fi
 }
 
@@ -41,7 +48,7 @@ ensure_driver_clients() {
   ensure_python_clients
   if ! python3 -c 'import asyncpg, psycopg2' 2>/dev/null; then
     echo "installing asyncpg and psycopg2"
-    python3 -m pip install --quiet --disable-pip-version-check 'asyncpg>=0.29' 'psycopg2-binary>=2.9'
+    pip_install 'asyncpg>=0.29' 'psycopg2-binary>=2.9'
   fi
   command -v npm >/dev/null || { echo "installing nodejs and npm"; apt_install nodejs npm; }
   if [[ ! -f $POOLWARDEN_NPM_DIR/node_modules/pg/package.json ]]; then

@@ -218,7 +218,7 @@ async fn run_external(driver: Driver, port: u16, table: &str) -> Summary {
                 "{JDBC_JAR} is missing (libpostgresql-jdbc-java): run ensure_driver_clients from scripts/lib.sh"
             );
             cmd = tokio::process::Command::new("java");
-            cmd.args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", JDBC_JAR])
+            cmd.args(["-XX:TieredStopAtLevel=1", "-cp", JDBC_JAR])
                 .arg(drivers_dir().join("Driver.java"))
                 .args(args);
         }
