@@ -43,9 +43,11 @@ public class Driver {
         final Connection c;
         final PreparedStatement insert;
         final PreparedStatement select;
+        final PreparedStatement countRange;
 
         Client() throws SQLException {
             c = connect();
+            countRange = c.prepareStatement("SELECT count(*) FROM " + table + " WHERE id BETWEEN ? AND ?");
             insert = c.prepareStatement("INSERT INTO " + table + " (id, note) VALUES (?, ?)");
             select = c.prepareStatement("SELECT note, pg_backend_pid() FROM " + table + " WHERE id = ?");
         }
@@ -62,6 +64,15 @@ public class Driver {
                 check(r.next(), "row " + id + " is missing");
                 check(note.equals(r.getString(1)), "row " + id + " reads " + r.getString(1));
                 return r.getInt(2);
+            }
+        }
+
+        long countRange(int lo, int hi) throws SQLException {
+            countRange.setInt(1, lo);
+            countRange.setInt(2, hi);
+            try (ResultSet r = countRange.executeQuery()) {
+                r.next();
+                return r.getLong(1);
             }
         }
 
@@ -175,9 +186,14 @@ public class Driver {
                 futures.add(pool.submit(() -> {
                     List<Integer> pids = new ArrayList<>();
                     try (Client c = new Client()) {
+                        int base = 1000 + 100 * worker;
                         for (int i = 1; i <= WORKER_TX; i++) {
-                            int id = 1000 + 100 * worker + i;
+                            int id = base + i;
                             c.c.setAutoCommit(false);
+                            if (worker % 2 == 1) {
+                                long own = c.countRange(base + 1, base + WORKER_TX);
+                                check(own == i - 1, "worker " + worker + " sees " + own + " of its rows before row " + i);
+                            }
                             c.insert(id, "w");
                             pids.add(c.read(id, "w"));
                             c.c.commit();

@@ -21,13 +21,16 @@ const WORKERS = 6;
 const WORKER_TX = 8;
 const REPEAT = 10;
 
-const insert = (id, note) => ({
-  name: 'pw_insert',
+// Statement names are numbered in order of first use, as psycopg and JDBC do: the odd
+// workers of step 5 count their rows first, so their 'pw_s1' is another statement than the
+// other clients' 'pw_s1' on the same server connections.
+const insert = (id, note, name = 'pw_s1') => ({
+  name,
   text: `INSERT INTO ${table} (id, note) VALUES ($1, $2)`,
   values: [id, note],
 });
-const select = (id) => ({
-  name: 'pw_select',
+const select = (id, name = 'pw_s2') => ({
+  name,
   text: `SELECT note, pg_backend_pid() AS pid FROM ${table} WHERE id = $1`,
   values: [id],
 });
@@ -42,8 +45,8 @@ async function connect() {
   return c;
 }
 
-async function readRow(c, id, note) {
-  const r = await c.query(select(id));
+async function readRow(c, id, note, name) {
+  const r = await c.query(select(id, name));
   check(r.rows.length === 1 && r.rows[0].note === note, `row ${id} reads ${JSON.stringify(r.rows)}`);
   return r.rows[0].pid;
 }
@@ -107,11 +110,22 @@ async function work() {
     const worker = async (w) => {
       const c = await connect();
       const pids = [];
+      const base = 1000 + 100 * w;
+      const odd = w % 2 === 1;
       for (let i = 1; i <= WORKER_TX; i++) {
-        const id = 1000 + 100 * w + i;
+        const id = base + i;
         await c.query('BEGIN');
-        await c.query(insert(id, 'w'));
-        pids.push(await readRow(c, id, 'w'));
+        if (odd) {
+          const r = await c.query({
+            name: 'pw_s1',
+            text: `SELECT count(*) AS n FROM ${table} WHERE id BETWEEN $1 AND $2`,
+            values: [base + 1, base + WORKER_TX],
+          });
+          const own = Number(r.rows[0].n);
+          check(own === i - 1, `worker ${w} sees ${own} of its rows before row ${i}`);
+        }
+        await c.query(insert(id, 'w', odd ? 'pw_s2' : 'pw_s1'));
+        pids.push(await readRow(c, id, 'w', odd ? 'pw_s3' : 'pw_s2'));
         await c.query('COMMIT');
       }
       await c.end();

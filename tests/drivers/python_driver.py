@@ -17,7 +17,10 @@ created:
   4. error: INSERT 201 then a duplicate id 1 in one transaction (23505), ROLLBACK; SELECT
      1 / 0 (22012), ROLLBACK; then INSERT (202, 'after-error') commits on that connection;
   5. concurrent: 6 connections, each 8 transactions of INSERT (1000 + 100 w + i, 'w') and
-     SELECT note, pg_backend_pid() of that row.
+     SELECT note, pg_backend_pid() of that row; the odd workers first count their own rows
+     (COUNT_RANGE, expecting i - 1), so drivers that number their statements (psycopg's
+     _pg3_0, JDBC's S_1, sqlx's sqlx_s_1) give one name different SQL on different clients
+     that share server connections.
 Afterwards T holds 10 'c' rows, 202 and 48 'w' rows (59), no 'r' row and no 201.
 Prints one JSON line (backend pids seen, SQLSTATEs, prepared statements seen) and exits 0,
 or prints the failing step to stderr and exits 1.
@@ -319,9 +322,13 @@ async def work(d, t):
         async def worker(w):
             c = await d.connect()
             pids = []
+            base = 1000 + 100 * w
             for i in range(1, WORKER_TX + 1):
-                rid = 1000 + 100 * w + i
+                rid = base + i
                 await d.begin(c)
+                if w % 2:
+                    own = (await d.execute(c, COUNT_RANGE.format(t=t), (base + 1, base + WORKER_TX)))[0][0]
+                    check(own == i - 1, f"worker {w} sees {own} of its rows before row {i}")
                 await d.execute(c, ins, (rid, "w"))
                 rows = await d.execute(c, sel, (rid,))
                 await d.commit(c)

@@ -25,8 +25,14 @@ trait WorkConn: Sized {
     async fn unique_violation(&mut self, id: i32, dup: i32) -> Result<String>;
     /// `BEGIN; SELECT 1 / $1` with 0 → the SQLSTATE; `ROLLBACK`.
     async fn divide_by_zero(&mut self) -> Result<String>;
-    /// `BEGIN; INSERT (id, note); SELECT it; COMMIT` → the backend pid.
-    async fn worker_tx(&mut self, id: i32, note: &str) -> Result<i32>;
+    /// `BEGIN; [count rows in range;] INSERT (id, note); SELECT it; COMMIT` → the backend
+    /// pid and the count.
+    async fn worker_tx(
+        &mut self,
+        range: Option<(i32, i32)>,
+        id: i32,
+        note: &str,
+    ) -> Result<(i32, Option<i64>)>;
     /// `BEGIN; SELECT pg_backend_pid()` left open (simple query, the holder of step 2).
     async fn hold(&mut self) -> Result<()>;
     /// `COMMIT` what `hold` opened.
@@ -107,13 +113,22 @@ where
         async move {
             let mut c = connect().await?;
             let mut pids = Vec::new();
+            let base = 1000 + 100 * w;
+            // The odd workers count their rows first: sqlx numbers its statements in order
+            // of first use, so one name means different SQL on clients sharing server
+            // connections.
+            let range = (w % 2 == 1).then_some((base + 1, base + WORKER_TX));
             for i in 1..=WORKER_TX {
-                let id = 1000 + 100 * w + i;
-                pids.push(
-                    c.worker_tx(id, "w")
-                        .await
-                        .with_context(|| format!("worker {w} row {id}"))?,
+                let id = base + i;
+                let (pid, own) = c
+                    .worker_tx(range, id, "w")
+                    .await
+                    .with_context(|| format!("worker {w} row {id}"))?;
+                ensure!(
+                    own.is_none_or(|n| n == i64::from(i - 1)),
+                    "worker {w} sees {own:?} of its rows before row {i}"
                 );
+                pids.push(pid);
             }
             anyhow::Ok(pids)
         }
@@ -135,6 +150,7 @@ struct Tp {
     client: tokio_postgres::Client,
     insert: tokio_postgres::Statement,
     select: tokio_postgres::Statement,
+    count: tokio_postgres::Statement,
     table: String,
 }
 
@@ -193,14 +209,23 @@ impl WorkConn for Tp {
         tx.rollback().await?;
         Ok(state)
     }
-    async fn worker_tx(&mut self, id: i32, note: &str) -> Result<i32> {
+    async fn worker_tx(
+        &mut self,
+        range: Option<(i32, i32)>,
+        id: i32,
+        note: &str,
+    ) -> Result<(i32, Option<i64>)> {
         let tx = self.client.transaction().await?;
+        let own = match range {
+            Some((lo, hi)) => Some(tx.query_one(&self.count, &[&lo, &hi]).await?.get(0)),
+            None => None,
+        };
         tx.execute(&self.insert, &[&id, &note]).await?;
         let row = tx.query_one(&self.select, &[&id]).await?;
         let (got, pid): (String, i32) = (row.get(0), row.get(1));
         ensure!(got == note, "row {id} reads {got}");
         tx.commit().await?;
-        Ok(pid)
+        Ok((pid, own))
     }
     async fn hold(&mut self) -> Result<()> {
         Ok(self
@@ -236,10 +261,16 @@ pub async fn tokio_postgres(host: &str, port: u16, dbname: &str, table: &str) ->
                 "SELECT note, pg_backend_pid() FROM {table} WHERE id = $1"
             ))
             .await?;
+        let count = client
+            .prepare(&format!(
+                "SELECT count(*) FROM {table} WHERE id BETWEEN $1 AND $2"
+            ))
+            .await?;
         Ok(Tp {
             client,
             insert,
             select,
+            count,
             table: table.to_string(),
         })
     })
@@ -340,8 +371,29 @@ impl WorkConn for Sx {
         tx.rollback().await?;
         Ok(state)
     }
-    async fn worker_tx(&mut self, id: i32, note: &str) -> Result<i32> {
+    async fn worker_tx(
+        &mut self,
+        range: Option<(i32, i32)>,
+        id: i32,
+        note: &str,
+    ) -> Result<(i32, Option<i64>)> {
         let mut tx = self.conn.begin().await?;
+        let own = match range {
+            Some((lo, hi)) => {
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE id BETWEEN $1 AND $2",
+                    self.table
+                );
+                let n: i64 = sqlx::query(&sql)
+                    .bind(lo)
+                    .bind(hi)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .get(0);
+                Some(n)
+            }
+            None => None,
+        };
         sqlx::query(&self.insert)
             .bind(id)
             .bind(note)
@@ -353,7 +405,7 @@ impl WorkConn for Sx {
             .await?;
         ensure!(got == note, "row {id} reads {got}");
         tx.commit().await?;
-        Ok(pid)
+        Ok((pid, own))
     }
     async fn hold(&mut self) -> Result<()> {
         sqlx::raw_sql("BEGIN; SELECT pg_backend_pid()")
