@@ -353,12 +353,16 @@ pub async fn run_pgbench(mode: Mode) {
     )
     .expect("write the pgbench script");
     let port = sidecar.port.to_string();
+    // One thread per client (-j 6): pgbench prepares a client's statements with blocking
+    // calls, so with several clients per thread one client waiting for a pooled connection
+    // would stall the others on its thread, which hold the connections inside BEGIN ... END:
+    // pgbench's own deadlock against any transaction pool of 2 (PgBouncer's too).
     let out = run_process(
         "pgbench",
         tokio::process::Command::new("pgbench")
             .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
             .args([
-                "-n", "-M", "prepared", "-c", "6", "-j", "2", "-t", "10", "-f",
+                "-n", "-M", "prepared", "-c", "6", "-j", "6", "-t", "10", "-f",
             ])
             .arg(&script)
             .arg("postgres"),
