@@ -145,19 +145,9 @@ impl ServerConn {
 
     /// Whether the idle connection shows no sign of trouble without a round trip: no bytes
     /// buffered or waiting on the socket and no end of stream (a terminated backend or a
-    /// server that went away leaves one of them). Polls the socket once, never waits.
+    /// server that went away leaves one of them). One non-blocking peek, never waits.
     pub fn quiet(&self) -> bool {
-        use futures::FutureExt;
-        if self.reader.has_buffered() {
-            return false;
-        }
-        let tcp = match &self.stream {
-            ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
-        };
-        let mut probe = [0u8; 1];
-        // Pending: nothing arrived. Ready(Ok(0)) is an end of stream, Ready(Ok(n)) unread bytes.
-        tcp.peek(&mut probe).now_or_never().is_none()
+        !self.reader.has_buffered() && self.stream.quiet()
     }
 
     /// Round trip a Sync: a healthy idle backend answers ReadyForQuery `I`.
