@@ -136,3 +136,9 @@ ensure_kubernetes_validate() {
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" PyYAML
 }
+
+# PgBouncer from Debian, for scripts/bench (the comparison), not for scripts/test. The package
+# ships a systemd unit; the benchmark runs its own instance with a generated ini.
+ensure_pgbouncer() {
+  command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || { echo "installing pgbouncer"; apt_install pgbouncer; }
+}

@@ -339,9 +339,20 @@ impl Metrics {
     }
 }
 
-/// One database's metric handles. Cheap to clone; every method is a few atomic operations.
+/// One database's metric handles. Cheap to clone (one reference count: a session clones them
+/// for every transaction); every method is a few atomic operations.
 #[derive(Clone)]
-pub struct PoolMetrics {
+pub struct PoolMetrics(Arc<Handles>);
+
+impl std::ops::Deref for PoolMetrics {
+    type Target = Handles;
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// The handles behind [`PoolMetrics`], resolved by label once.
+pub struct Handles {
     database: Arc<str>,
     pool_size: IntGauge,
     max_overflow: IntGauge,
@@ -378,7 +389,7 @@ impl std::fmt::Debug for PoolMetrics {
 impl PoolMetrics {
     fn new(f: &Families, database: &str) -> Self {
         let l = &[database];
-        Self {
+        Self(Arc::new(Handles {
             database: database.into(),
             pool_size: f.pool_size.with_label_values(l),
             max_overflow: f.max_overflow.with_label_values(l),
@@ -401,7 +412,7 @@ impl PoolMetrics {
             reload_success: f.reloads.with_label_values(&[database, "success"]),
             reload_failure: f.reloads.with_label_values(&[database, "failure"]),
             prepared: PREPARED_RESULTS.map(|r| f.prepared.with_label_values(&[database, r])),
-        }
+        }))
     }
 
     /// The database label.

@@ -22,7 +22,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 pub use observer::{CloseReason, Counters, CountersSnapshot, PoolObserver};
-pub use state::{Entry, Grant, PoolSettings, PoolStats, State, Step};
+pub use state::{
+    Entry, Grant, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step, needs_round_trip,
+};
 
 /// Opens, checks and closes the pooled connections.
 pub trait Manager: Send + Sync + 'static {
@@ -40,8 +42,14 @@ pub trait Manager: Send + Sync + 'static {
     fn attempted(_error: &Self::Error) -> bool {
         true
     }
-    /// Whether an idle connection is still alive.
+    /// Whether an idle connection is still alive (a round trip).
     fn ping(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
+    /// Whether an idle connection shows no sign of trouble without a round trip: nothing
+    /// arrived on it and it is not closed. The default, `false`, makes every pre-ping a
+    /// round trip.
+    fn quiet(&self, _conn: &mut Self::Conn) -> bool {
+        false
+    }
     /// Close a connection (may spawn the goodbye).
     fn close(&self, conn: Self::Conn, reason: CloseReason);
 }
@@ -181,10 +189,15 @@ impl<M: Manager> Pool<M> {
         };
         let settings = self.settings();
         if let Grant::Conn(mut e) = grant {
-            if Instant::now().saturating_duration_since(e.created) >= settings.pool_recycle {
+            let now = Instant::now();
+            let idle_for = now.saturating_duration_since(e.returned);
+            let manager = &self.shared.manager;
+            if now.saturating_duration_since(e.created) >= settings.pool_recycle {
                 self.shared.closed(CloseReason::Recycle);
                 self.shared.manager.close(e.conn, CloseReason::Recycle);
-            } else if settings.pre_ping && !self.shared.manager.ping(&mut e.conn).await {
+            } else if needs_round_trip(settings.pre_ping, idle_for, || manager.quiet(&mut e.conn))
+                && !manager.ping(&mut e.conn).await
+            {
                 tracing::info!("pre-ping found a dead server connection; replacing it");
                 self.shared.closed(CloseReason::PrePing);
                 self.shared.manager.close(e.conn, CloseReason::PrePing);
@@ -199,10 +212,7 @@ impl<M: Manager> Pool<M> {
                 if let Some(o) = &self.shared.observer {
                     o.opened();
                 }
-                guard.entry = Some(Entry {
-                    conn,
-                    created: Instant::now(),
-                });
+                guard.entry = Some(Entry::new(conn, Instant::now()));
                 Ok(guard)
             }
             Err(e) => {

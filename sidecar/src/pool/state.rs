@@ -48,6 +48,33 @@ pub struct Entry<C> {
     pub conn: C,
     /// When it was opened.
     pub created: Instant,
+    /// When it last came back healthy (after its last ReadyForQuery): the last moment the
+    /// server is known to have answered on it.
+    pub returned: Instant,
+}
+
+impl<C> Entry<C> {
+    /// A connection opened at `now`.
+    pub fn new(conn: C, now: Instant) -> Self {
+        Self {
+            conn,
+            created: now,
+            returned: now,
+        }
+    }
+}
+
+/// For this long after a connection last answered, a pre-ping trusts a quiet socket (nothing
+/// arrived, not closed: [`super::Manager::quiet`]) instead of a round trip to the server. A
+/// backend that was terminated or a server that went away leaves bytes or an end of stream on
+/// the socket, which sends the connection to a real ping. PgBouncer's `server_check_delay`
+/// (30 s by default) is the same idea.
+pub const PRE_PING_TRUST: Duration = Duration::from_secs(1);
+
+/// Whether a pre-ping must do a round trip for a connection idle for `idle_for`; `quiet`
+/// looks at its socket and is only called when the answer depends on it.
+pub fn needs_round_trip(pre_ping: bool, idle_for: Duration, quiet: impl FnOnce() -> bool) -> bool {
+    pre_ping && (idle_for >= PRE_PING_TRUST || !quiet())
 }
 
 /// What a waiter is handed.
@@ -203,6 +230,10 @@ impl<C> State<C> {
         now: Instant,
     ) -> Vec<(C, CloseReason)> {
         self.out = self.out.saturating_sub(1);
+        let mut entry = entry;
+        if healthy {
+            entry.returned = now;
+        }
         let mut close = Vec::new();
         let reason = if self.closed {
             Some(CloseReason::Shutdown)
@@ -220,7 +251,6 @@ impl<C> State<C> {
             self.grant_slots();
             return close;
         }
-        let mut entry = entry;
         while let Some(w) = self.waiters.pop_front() {
             self.out += 1;
             match w.tx.send(Grant::Conn(entry)) {

@@ -14,6 +14,10 @@ struct Numbered {
     dead: Mutex<HashSet<u64>>,
     closed: Mutex<Vec<(u64, CloseReason)>>,
     fail: AtomicBool,
+    /// Whether live connections look quiet (nothing arrived) without a round trip; dead ones
+    /// never do. Off: every pre-ping is a round trip.
+    quiet: AtomicBool,
+    pings: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -29,7 +33,11 @@ impl Manager for M {
         Ok(self.0.next.fetch_add(1, Ordering::SeqCst))
     }
     async fn ping(&self, conn: &mut u64) -> bool {
+        self.0.pings.fetch_add(1, Ordering::SeqCst);
         !self.0.dead.lock().unwrap().contains(conn)
+    }
+    fn quiet(&self, conn: &mut u64) -> bool {
+        self.0.quiet.load(Ordering::SeqCst) && !self.0.dead.lock().unwrap().contains(conn)
     }
     fn close(&self, conn: u64, reason: CloseReason) {
         self.0.closed.lock().unwrap().push((conn, reason));
@@ -166,6 +174,57 @@ async fn pre_ping_replaces_a_dead_idle_connection() {
     assert_eq!(p.counters().closed_for(CloseReason::PrePing), 1);
     c.release(true);
     assert_eq!(stats(&p), (0, 1, 0, 0));
+}
+
+#[test]
+fn pre_ping_round_trip_decision() {
+    let just = Duration::from_millis(1);
+    let trust = PRE_PING_TRUST;
+    // (pre_ping, idle for, socket quiet, round trip)
+    let table = [
+        (false, just, false, false),
+        (false, trust * 10, false, false),
+        (true, just, true, false),
+        (true, just, false, true),
+        (true, trust - just, true, false),
+        (true, trust, true, true),
+        (true, trust * 10, true, true),
+    ];
+    for (pre_ping, idle, quiet, want) in table {
+        assert_eq!(
+            needs_round_trip(pre_ping, idle, || quiet),
+            want,
+            "pre_ping {pre_ping}, idle {idle:?}, quiet {quiet}"
+        );
+    }
+    // The socket is not looked at when the answer does not depend on it.
+    assert!(needs_round_trip(true, trust, || panic!(
+        "looked at the socket"
+    )));
+    assert!(!needs_round_trip(false, just, || panic!(
+        "looked at the socket"
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pre_ping_trusts_a_quiet_recently_used_connection() {
+    let (p, m) = pool(settings(2, 0, 30));
+    m.0.quiet.store(true, Ordering::SeqCst);
+    p.checkout("t").await.unwrap().release(true);
+    // Back a moment ago and quiet: no round trip.
+    p.checkout("t").await.unwrap().release(true);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 0);
+    // Idle for longer than the trust window: a round trip.
+    tokio::time::advance(PRE_PING_TRUST).await;
+    p.checkout("t").await.unwrap().release(true);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 1);
+    // Just back but not quiet (its backend died): a round trip finds it dead.
+    m.0.dead.lock().unwrap().insert(0);
+    let mut c = p.checkout("t").await.unwrap();
+    assert_eq!(*c.conn(), 1);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 2);
+    assert_eq!(p.counters().closed_for(CloseReason::PrePing), 1);
+    c.release(true);
 }
 
 #[tokio::test(start_paused = true)]

@@ -75,10 +75,11 @@ pub fn changes_session_state(sql: &str) -> bool {
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                     i += 1;
                 }
-                let word = sql[start..i].to_ascii_lowercase();
-                if (at_statement_start && LEADING.contains(&word.as_str()))
-                    || ANYWHERE.contains(&word.as_str())
-                {
+                // Compared in place, case-insensitively: no lowercased copy per word.
+                let word = &b[start..i];
+                let listed =
+                    |list: &[&str]| list.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(word));
+                if (at_statement_start && listed(LEADING)) || listed(ANYWHERE) {
                     return true;
                 }
                 at_statement_start = false;
@@ -111,6 +112,9 @@ mod tests {
             ("create temporary table t (a int)", true),
             ("SELECT set_config('a.b', 'c', false)", true),
             ("SELECT pg_advisory_lock(1)", true),
+            ("SELECT Pg_Advisory_Lock(1)", true),
+            ("Listen chan", true),
+            ("SELECT settings_x, temps FROM t", false),
             ("/* c */ SET x = 1", true),
             ("-- c\nSET x = 1", true),
             ("(SET)", true),

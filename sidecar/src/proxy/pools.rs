@@ -74,6 +74,10 @@ impl Manager for ServerManager {
             .unwrap_or(false)
     }
 
+    fn quiet(&self, conn: &mut ServerConn) -> bool {
+        conn.quiet()
+    }
+
     fn close(&self, conn: ServerConn, reason: CloseReason) {
         tracing::debug!(database = %self.connector.database().name, reason = reason.as_str(), "closing a server connection");
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

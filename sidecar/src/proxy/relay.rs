@@ -282,6 +282,11 @@ pub async fn relay(
         }
         to_server.clear();
     }
+    // One idle-in-transaction timer per relay, moved on lazily from the last message: a fresh
+    // timer per message would register and cancel a timer-wheel entry for every message.
+    let idle_timer = tokio::time::sleep(idle_in_transaction);
+    tokio::pin!(idle_timer);
+    let mut last_activity = tokio::time::Instant::now();
     loop {
         let current = *phase.borrow_and_update();
         if current == Phase::Forced {
@@ -328,6 +333,7 @@ pub async fn relay(
                     return Outcome::ClientGone { clean: false };
                 }
                 to_client.clear();
+                last_activity = tokio::time::Instant::now();
             }
             r = client.read() => {
                 let f = match r {
@@ -360,9 +366,14 @@ pub async fn relay(
                     return Outcome::ServerFailed(e);
                 }
                 to_server.clear();
+                last_activity = tokio::time::Instant::now();
             }
-            _ = tokio::time::sleep(idle_in_transaction), if idle_tx => {
-                return Outcome::IdleInTransaction;
+            () = &mut idle_timer, if idle_tx => {
+                let due = last_activity + idle_in_transaction;
+                if tokio::time::Instant::now() >= due {
+                    return Outcome::IdleInTransaction;
+                }
+                idle_timer.as_mut().reset(due);
             }
             r = phase.changed() => {
                 if r.is_err() {
@@ -546,6 +557,72 @@ mod tests {
         let (out, after) = task.await.unwrap();
         assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
         assert_eq!(after, Duration::from_secs(3600));
+    }
+
+    /// Activity moves the idle-in-transaction deadline on: a statement at 3000 s inside the
+    /// transaction puts the cut-off at 3000 s + 1 h, not at 1 h.
+    #[tokio::test(start_paused = true)]
+    async fn idle_in_transaction_counts_from_the_last_message() {
+        use crate::server::{CancelTarget, ServerStream};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+
+        async fn pair() -> (TcpStream, TcpStream) {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (b, _) = l.accept().await.unwrap();
+            (a, b)
+        }
+        let (mut app, proxy_client) = pair().await;
+        let (proxy_server, mut postgres) = pair().await;
+        let (rd, wr) = proxy_client.into_split();
+        let mut client = ClientIo::new(rd, wr, BytesMut::new(), 1 << 20);
+        let mut server = ServerConn::for_tests(
+            ServerStream::Plain(proxy_server),
+            CancelTarget {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                pid: 1,
+                key: 1,
+            },
+        );
+        let (_tx, mut phase) = watch::channel(Phase::Running);
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let mut b = Boundaries {
+                status: b'T',
+                ..Boundaries::new()
+            };
+            let out = relay(
+                &mut client,
+                &mut server,
+                None,
+                &mut b,
+                false,
+                Duration::from_secs(3600),
+                &mut phase,
+            )
+            .await;
+            (out, start.elapsed())
+        });
+        tokio::time::sleep(Duration::from_secs(3000)).await;
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query("SELECT 1", &mut q).unwrap();
+        app.write_all(&q).await.unwrap();
+        let mut got = vec![0u8; q.len()];
+        postgres.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, q.to_vec());
+        postgres.write_all(b"Z\0\0\0\x05T").await.unwrap();
+        let mut ready = [0u8; 6];
+        app.read_exact(&mut ready).await.unwrap();
+        let answered = start.elapsed();
+        tokio::time::sleep(Duration::from_secs(3599)).await;
+        assert!(
+            !task.is_finished(),
+            "cut off counting from before the statement"
+        );
+        let (out, after) = task.await.unwrap();
+        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
+        assert_eq!(after, answered + Duration::from_secs(3600));
     }
 
     fn f(tag: u8, body: &'static [u8]) -> Frame {

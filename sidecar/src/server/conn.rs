@@ -146,6 +146,13 @@ impl ServerConn {
         self.reader.has_buffered()
     }
 
+    /// Whether the idle connection shows no sign of trouble without a round trip: no bytes
+    /// buffered or waiting on the socket and no end of stream (a terminated backend or a
+    /// server that went away leaves one of them). One non-blocking peek, never waits.
+    pub fn quiet(&self) -> bool {
+        !self.reader.has_buffered() && self.stream.quiet()
+    }
+
     /// Round trip a Sync: a healthy idle backend answers ReadyForQuery `I`.
     pub async fn ping(&mut self) -> bool {
         let mut buf = BytesMut::new();

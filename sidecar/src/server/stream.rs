@@ -17,6 +17,23 @@ pub enum ServerStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl ServerStream {
+    /// Whether nothing has arrived on the socket and the peer has not closed it, by one
+    /// non-blocking peek (no round trip). A terminated backend leaves its FATAL and an end of
+    /// stream; TLS records (a close_notify) count as something arrived.
+    pub fn quiet(&self) -> bool {
+        let tcp = match self {
+            ServerStream::Plain(s) => s,
+            ServerStream::Tls(s) => s.get_ref().0,
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(tcp).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
+    }
+}
+
 impl AsyncRead for ServerStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -53,6 +70,32 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// Quiet while nothing arrives; not quiet once the peer sent bytes or closed.
+    #[tokio::test]
+    async fn quiet_until_the_peer_sends_or_closes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        for peer_does in ["nothing", "sends", "closes"] {
+            let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (mut peer, _) = l.accept().await.unwrap();
+            let ours = ServerStream::Plain(ours);
+            match peer_does {
+                "sends" => peer.write_all(b"E").await.unwrap(),
+                "closes" => drop(peer),
+                _ => {}
+            }
+            // Loopback delivers at once; give the kernel a moment anyway.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert_eq!(ours.quiet(), peer_does == "nothing", "peer {peer_does}");
         }
     }
 }

@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""The measuring half of scripts/bench (run that, not this: it starts PostgreSQL, builds the
+release binary and installs PgBouncer first).
+
+For every cell (workload x clients) and every round, each target in turn: PostgreSQL directly,
+PgBouncer, poolwarden-sidecar. A pooler is started fresh for each run (so its peak RSS, VmHWM,
+belongs to that run), warmed up with a short pgbench, then measured: CPU time from
+/proc/PID/stat (utime + stime, all threads) before and after, transactions and per-transaction
+latencies from pgbench's log (-l). Rounds alternate the poolers' order (A B, B A) and the
+table shows medians over rounds. Then the memory check: 1,000 clients log in to each pooler
+and stay idle; VmRSS is read. Python 3 standard library only.
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import glob
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RUN_AS = "postgres"
+
+# name -> (pgbench workload args, clients, new connection per transaction)
+CELLS = {
+    "select-c10": (["-S"], 10, False),
+    "select-c50": (["-S"], 50, False),
+    "tpcb-c10": ([], 10, False),
+    "tpcb-c50": ([], 50, False),
+    "select-C-c10": (["-S"], 10, True),
+    "select-C-c50": (["-S"], 50, True),
+}
+TARGETS = ("direct", "pgbouncer", "poolwarden")
+LABEL = {"direct": "direct", "pgbouncer": "PgBouncer", "poolwarden": "poolwarden"}
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_accepting(port, proc, log, limit=20.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"pooler exited ({proc.returncode}):\n{Path(log).read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"pooler did not accept clients in {limit} s:\n{Path(log).read_text()[-3000:]}")
+
+
+def cpu_ticks(pid):
+    # Fields after the ")" of the command name: utime is field 14, stime 15 (1-based).
+    text = Path(f"/proc/{pid}/stat").read_text()
+    rest = text[text.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def status_kib(pid, key):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+class Pooler:
+    """One pooler process, started for one run and stopped after it."""
+
+    def __init__(self, kind, args, work, pool_size, max_overflow=0):
+        self.kind = kind
+        self.port = free_port()
+        self.dir = Path(work) / f"{kind}-{self.port}"
+        self.dir.mkdir(parents=True)
+        shutil.chown(self.dir, RUN_AS)
+        self.log = self.dir / "log"
+        if kind == "pgbouncer":
+            (self.dir / "users.txt").write_text(f'"{RUN_AS}" ""\n')
+            (self.dir / "pgbouncer.ini").write_text(
+                "[databases]\n"
+                f"bench = host=127.0.0.1 port={args.pg_port} dbname=bench user=postgres\n"
+                "[pgbouncer]\n"
+                f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+                f"auth_type = trust\nauth_file = {self.dir}/users.txt\n"
+                "pool_mode = transaction\n"
+                f"default_pool_size = {pool_size}\nmin_pool_size = 0\n"
+                f"reserve_pool_size = {max_overflow}\nreserve_pool_timeout = 0\n"
+                f"max_db_connections = {pool_size + max_overflow}\n"
+                "max_client_conn = 2000\n"
+                "log_connections = 0\nlog_disconnections = 0\n"
+                f"logfile = {self.log}\n"
+                "ignore_startup_parameters = extra_float_digits\n")
+            cmd = ["pgbouncer", str(self.dir / "pgbouncer.ini")]
+        else:
+            (self.dir / "poolwarden.yaml").write_text(
+                f"listen: 127.0.0.1:{self.port}\nadmin_listen: 127.0.0.1:{free_port()}\n"
+                "mode: transaction\n"
+                "databases:\n  - name: bench\n    host: 127.0.0.1\n"
+                f"    port: {args.pg_port}\n    user: postgres\n    sslmode: disable\n"
+                f"pool:\n  pool_size: {pool_size}\n  max_overflow: {max_overflow}\n"
+                "  pool_timeout: 30s\n"
+                "clients:\n  max_connections: 2000\n  auth: trust\n")
+            cmd = [args.sidecar, "--config", str(self.dir / "poolwarden.yaml")]
+        self.log.touch()
+        for p in self.dir.iterdir():
+            shutil.chown(p, RUN_AS)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POOLWARDEN_")}
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
+            user=RUN_AS, group=RUN_AS, extra_groups=[], cwd=self.dir)
+        wait_accepting(self.port, self.proc, self.log)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def pgbench(args, port, cell, seconds, log_prefix=None):
+    workload, clients, per_tx = CELLS[cell]
+    cmd = ["pgbench", "-n", *workload, "-c", str(clients), "-j", "2", "-T", str(seconds),
+           "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+    if per_tx:
+        cmd.append("-C")
+    if log_prefix:
+        cmd += ["-l", f"--log-prefix={log_prefix}"]
+    cmd.append("bench")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({out.returncode}): {' '.join(cmd)}\n"
+                           f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def latencies_us(prefix):
+    lat = []
+    for f in glob.glob(f"{prefix}.*"):
+        with open(f) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3:
+                    lat.append(int(parts[2]))
+        os.unlink(f)
+    return lat
+
+
+def percentile(sorted_xs, q):
+    if not sorted_xs:
+        return float("nan")
+    k = min(len(sorted_xs) - 1, max(0, round(q * (len(sorted_xs) - 1))))
+    return sorted_xs[k]
+
+
+def reset_tables(args):
+    # What pgbench does before a run without -n, done directly so every target starts alike.
+    subprocess.run(
+        ["psql", "-XAqt", "-h", "127.0.0.1", "-p", str(args.pg_port), "-U", "postgres", "-d",
+         "bench", "-c", "VACUUM pgbench_branches", "-c", "VACUUM pgbench_tellers",
+         "-c", "TRUNCATE pgbench_history"],
+        check=True, capture_output=True)
+
+
+def one_run(args, cell, target, seconds, warmup):
+    reset_tables(args)
+    pooler = None
+    port = args.pg_port
+    try:
+        if target != "direct":
+            pooler = Pooler(target, args, args.work, args.pool_size)
+            port = pooler.port
+        if warmup:
+            pgbench(args, port, cell, warmup)
+        cpu0 = cpu_ticks(pooler.pid) if pooler else None
+        prefix = f"{args.work}/pgb-{cell}-{target}"
+        out = pgbench(args, port, cell, seconds, log_prefix=prefix)
+        cpu1 = cpu_ticks(pooler.pid) if pooler else None
+        hwm = status_kib(pooler.pid, "VmHWM") if pooler else None
+    finally:
+        if pooler:
+            pooler.stop()
+    m = re.search(r"number of transactions actually processed: (\d+)", out)
+    tx = int(m.group(1)) if m else 0
+    m = re.search(r"tps = ([\d.]+) \((?:without|excluding)", out) or re.search(r"tps = ([\d.]+)", out)
+    tps = float(m.group(1)) if m else 0.0
+    m = re.search(r"number of failed transactions: (\d+)", out)
+    failed = int(m.group(1)) if m else 0
+    lat = sorted(latencies_us(prefix))
+    r = {
+        "cell": cell, "target": target, "tps": tps, "transactions": tx, "failed": failed,
+        "avg_ms": (sum(lat) / len(lat) / 1000) if lat else float("nan"),
+        "p99_ms": percentile(lat, 0.99) / 1000,
+    }
+    if pooler:
+        r["cpu_us_per_tx"] = (cpu1 - cpu0) / CLK_TCK * 1e6 / max(tx, 1)
+        r["peak_rss_mib"] = hwm / 1024 if hwm else float("nan")
+    return r
+
+
+async def idle_clients(port, n, user="postgres", database="bench"):
+    """Open n client connections that complete startup (trust) and stay idle; return them."""
+    body = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
+                    for k, v in (("user", user), ("database", database),
+                                 ("application_name", "bench-idle"))) + b"\0"
+    packet = struct.pack("!ii", 8 + len(body), 196608) + body
+    sem = asyncio.Semaphore(64)
+
+    async def one():
+        async with sem:
+            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+            w.write(packet)
+            await w.drain()
+            while True:
+                head = await asyncio.wait_for(r.readexactly(5), 30)
+                tag, length = head[:1], struct.unpack("!i", head[1:])[0]
+                payload = await r.readexactly(length - 4)
+                if tag == b"E":
+                    raise RuntimeError(f"login refused: {payload!r}")
+                if tag == b"Z":
+                    return r, w
+
+    conns = await asyncio.gather(*(one() for _ in range(n)))
+    return conns
+
+
+def memory_check(args, kind, n):
+    # The hazard log's pool: 20/10 for poolwarden; PgBouncer gets the same 20 + 10 reserve.
+    pooler = Pooler(kind, args, args.work, 20, 10)
+    try:
+        base = status_kib(pooler.pid, "VmRSS")
+
+        async def go():
+            conns = await idle_clients(pooler.port, n)
+            await asyncio.sleep(2)
+            rss = status_kib(pooler.pid, "VmRSS")
+            hwm = status_kib(pooler.pid, "VmHWM")
+            for _, w in conns:
+                w.write(b"X\0\0\0\x04")
+                w.close()
+            return rss, hwm
+
+        rss, hwm = asyncio.run(go())
+    finally:
+        pooler.stop()
+    return {"target": kind, "clients": n, "rss_start_mib": base / 1024,
+            "rss_idle_mib": rss / 1024, "hwm_mib": hwm / 1024}
+
+
+def med(rows, key):
+    xs = [r[key] for r in rows if key in r and r[key] == r[key]]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt(x, digits=1):
+    return "—" if x is None or x != x else f"{x:,.{digits}f}"
+
+
+def machine(args):
+    cpu = platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    kib = int(Path("/proc/meminfo").read_text().split()[1])
+    pg = subprocess.run(["psql", "-XAtq", "-h", "127.0.0.1", "-p", str(args.pg_port), "-U",
+                         "postgres", "-c", "SHOW server_version"],
+                        capture_output=True, text=True).stdout.split()[0]
+    pgb = subprocess.run(["pgbouncer", "--version"], capture_output=True,
+                         text=True).stdout.splitlines()[0]
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} CPU ({cpu}), {kib / 1024 / 1024:.0f} GiB RAM, Linux "
+            f"{platform.release()}, PostgreSQL {pg}, {pgb}; load average at the start "
+            f"{load[0]:.1f}")
+
+
+def report(args, results, memory, started, host, seconds, rounds):
+    cells = [c for c in args.cells]
+    lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run, {rounds} round(s), "
+             f"medians; pool {args.pool_size} server connections (transaction mode, trust "
+             f"auth) for both poolers; pgbench -j 2, scale {args.scale}. Machine: {host}.", "",
+             "| Workload | Clients | Target | tps | avg ms | p99 ms | p99 added ms | "
+             "pooler CPU µs/tx | pooler peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    verdict = ["", "| Workload | Clients | tps pw/PgB (≥ 1.0) | CPU µs/tx pw/PgB (≤ 1.0) | "
+               "p99 added pw vs PgB ms | peak RSS pw MiB | Targets |",
+               "|---|---|---|---|---|---|---|"]
+    for cell in cells:
+        workload, clients, per_tx = CELLS[cell]
+        wl = ("-S" if workload else "TPC-B") + (" -C" if per_tx else "")
+        rows = {t: [r for r in results if r["cell"] == cell and r["target"] == t]
+                for t in TARGETS}
+        direct_p99 = med(rows["direct"], "p99_ms")
+        m = {}
+        for t in TARGETS:
+            if not rows[t]:
+                continue
+            tps, avg, p99 = med(rows[t], "tps"), med(rows[t], "avg_ms"), med(rows[t], "p99_ms")
+            cpu, rss = med(rows[t], "cpu_us_per_tx"), med(rows[t], "peak_rss_mib")
+            added = p99 - direct_p99 if t != "direct" else float("nan")
+            m[t] = (tps, cpu, added, rss)
+            lines.append(f"| {wl} | {clients} | {LABEL[t]} | {fmt(tps, 0)} | {fmt(avg, 3)} | "
+                         f"{fmt(p99, 3)} | {fmt(added, 3)} | {fmt(cpu, 1)} | {fmt(rss, 1)} |")
+        if "pgbouncer" in m and "poolwarden" in m:
+            (bt, bc, ba, _), (wt, wc, wa, wr) = m["pgbouncer"], m["poolwarden"]
+            tr, cr = wt / bt if bt else float("nan"), wc / bc if bc else float("nan")
+            ok = []
+            if not per_tx:
+                ok.append("tps " + ("met" if tr >= 1.0 else "MISSED"))
+            ok.append("CPU " + ("met" if cr <= 1.0 else "MISSED"))
+            ok.append("p99 " + ("met" if wa <= ba else "MISSED"))
+            if clients >= 50 and not per_tx:
+                ok.append("RSS " + ("met" if wr <= 16 else "MISSED"))
+            verdict.append(f"| {wl} | {clients} | {fmt(tr, 2)} | {fmt(cr, 2)} | "
+                           f"{fmt(wa, 3)} vs {fmt(ba, 3)} | {fmt(wr, 1)} | {', '.join(ok)} |")
+    out = lines + verdict
+    if memory:
+        out += ["", f"Idle clients: {memory[0]['clients']} client connections logged in and "
+                "idle, pool 20/10 (PgBouncer: pool 20 + reserve 10).", "",
+                "| Target | RSS before MiB | RSS with idle clients MiB | peak MiB | Target |",
+                "|---|---|---|---|---|"]
+        for m in memory:
+            tgt = ("≤ 32 MiB " + ("met" if m["rss_idle_mib"] <= 32 else "MISSED")
+                   if m["target"] == "poolwarden" else "")
+            out.append(f"| {LABEL[m['target']]} | {fmt(m['rss_start_mib'])} | "
+                       f"{fmt(m['rss_idle_mib'])} | {fmt(m['hwm_mib'])} | {tgt} |")
+    return "\n".join(out) + "\n"
+
+
+def record(text):
+    body = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# poolwarden benchmarks\n"
+    if BEGIN not in body:
+        body = body.rstrip("\n") + "\n\n" + BEGIN + "\n" + END + "\n"
+    head, rest = body.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    BENCHMARKS.write_text(head + BEGIN + "\n" + text + END + tail)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pg-port", type=int, required=True)
+    ap.add_argument("--sidecar", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    seconds = env_int("BENCH_SECONDS", 3 if quick else 20)
+    rounds = env_int("BENCH_ROUNDS", 1 if quick else 2)
+    warmup = env_int("BENCH_WARMUP", 1 if quick else 2)
+    args.pool_size = env_int("BENCH_POOL_SIZE", 20)
+    args.scale = env_int("BENCH_SCALE", 10)
+    idle_n = env_int("BENCH_IDLE_CLIENTS", 1000)
+    args.cells = [c.strip() for c in os.environ.get("BENCH_CELLS", ",".join(CELLS)).split(",")
+                  if c.strip()]
+    for c in args.cells:
+        if c not in CELLS:
+            sys.exit(f"unknown cell {c!r}; known: {', '.join(CELLS)}")
+    record_it = os.environ.get("BENCH_RECORD", "0" if quick else "1") not in ("", "0")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, 8192) if hard == resource.RLIM_INFINITY else max(soft, min(8192, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    started = dt.datetime.now(dt.timezone.utc)
+    host = machine(args)
+    runs = len(args.cells) * len(TARGETS) * rounds
+    print(f"==> {runs} runs of {seconds} s (+{warmup} s warm-up each), about "
+          f"{runs * (seconds + warmup + 3) // 60 + 1} min; {host}", flush=True)
+    results = []
+    for rnd in range(rounds):
+        order = TARGETS if rnd % 2 == 0 else ("direct", "poolwarden", "pgbouncer")
+        for cell in args.cells:
+            for target in order:
+                r = one_run(args, cell, target, seconds, warmup)
+                r["round"] = rnd + 1
+                results.append(r)
+                extra = (f" cpu {r['cpu_us_per_tx']:.1f} µs/tx rss {r['peak_rss_mib']:.1f} MiB"
+                         if "cpu_us_per_tx" in r else "")
+                print(f"round {rnd + 1} {cell:<13} {target:<10} tps {r['tps']:>9.0f} "
+                      f"avg {r['avg_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
+                      f"{' failed ' + str(r['failed']) if r['failed'] else ''}{extra}",
+                      flush=True)
+    memory = []
+    if idle_n > 0:
+        for kind in ("pgbouncer", "poolwarden"):
+            m = memory_check(args, kind, idle_n)
+            memory.append(m)
+            print(f"idle clients {kind:<10} {idle_n} clients: RSS {m['rss_start_mib']:.1f} -> "
+                  f"{m['rss_idle_mib']:.1f} MiB (peak {m['hwm_mib']:.1f})", flush=True)
+    text = report(args, results, memory, started, host, seconds, rounds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(
+        {"started": started.isoformat(), "machine": host, "seconds": seconds, "rounds": rounds,
+         "runs": results, "memory": memory}, indent=1))
+    print("\n" + text)
+    print(f"written to {out / 'results.md'} (raw: {out / 'results.json'})")
+    if record_it:
+        record(text)
+        print(f"recorded in {BENCHMARKS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
