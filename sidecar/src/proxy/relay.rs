@@ -597,9 +597,12 @@ mod tests {
                 &mut server,
                 None,
                 &mut b,
-                false,
-                Duration::from_secs(3600),
+                Relaying {
+                    session_mode: false,
+                    idle_in_transaction: Duration::from_secs(3600),
+                },
                 &mut phase,
+                None,
             )
             .await;
             (out, start.elapsed())
