@@ -2,6 +2,7 @@
 //! throwaway PostgreSQL instances and the project's binaries.
 #![forbid(unsafe_code)]
 
+pub mod fault_proxy;
 pub mod hazard;
 pub mod kube_env;
 pub mod operator;
