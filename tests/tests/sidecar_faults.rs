@@ -235,3 +235,48 @@ async fn database_slow_to_accept_gives_a_clear_error_then_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_max_connections_reached_gives_a_clear_error_then_recovers() {
+    let pg = PgInstance::start(
+        "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        "max_connections = 4\nsuperuser_reserved_connections = 0\n",
+        |_| {},
+    );
+    // Someone else takes every server slot.
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        hogs.push(direct(pg.port).await);
+    }
+    let sidecar = sidecar_to(pg.port);
+    let conninfo = sidecar.conninfo("postgres", "pw_max_conn");
+    let attempt = || async {
+        let (c, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        scalar(&c, "SELECT 'answered'").await
+    };
+    let err = tokio::time::timeout(LIMIT, attempt())
+        .await
+        .expect("a client hung while the server was full")
+        .expect_err("the server is full, yet an answer");
+    let text = ledger::error_text(&err);
+    eprintln!("server full: {text}");
+    assert!(text.contains("08006") || text.contains("57P03"), "{text}");
+    assert!(text.contains("53300") || text.contains("57P03"), "{text}");
+    drop(hogs);
+    let t = Instant::now();
+    loop {
+        let r = tokio::time::timeout(LIMIT, attempt())
+            .await
+            .expect("a client hung after slots freed up");
+        if r.as_deref().ok() == Some("answered") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no recovery after slots freed up:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
