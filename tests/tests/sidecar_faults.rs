@@ -109,6 +109,32 @@ impl Load {
     }
 }
 
+/// Log in through the sidecar and run one query: a fresh client's whole path.
+async fn attempt(conninfo: &str) -> Result<String, tokio_postgres::Error> {
+    let (c, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    scalar(&c, "SELECT 'answered'").await
+}
+
+/// Retry [`attempt`] until it answers (the pool recovered by itself), each try bounded.
+async fn wait_answered(conninfo: &str, what: &str, sidecar: &Sidecar) {
+    let t = Instant::now();
+    loop {
+        let r = tokio::time::timeout(LIMIT, attempt(conninfo))
+            .await
+            .unwrap_or_else(|_| panic!("a client hung {what}"));
+        if r.as_deref().ok() == Some("answered") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no recovery {what} in 30 s:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn check(ledger: &Ledger, db_port: u16, want_errors: bool) {
     ledger.verify(&direct(db_port).await).await;
     ledger.assert_errors_clear();
@@ -202,13 +228,8 @@ async fn database_slow_to_accept_gives_a_clear_error_then_recovers() {
     let conninfo = sidecar.conninfo("postgres", "pw_slow_accept");
     // Login (the first login opens a server connection) or the first query fails, clearly,
     // within the bound.
-    let attempt = || async {
-        let (c, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        scalar(&c, "SELECT 'answered'").await
-    };
     let t = Instant::now();
-    let err = tokio::time::timeout(LIMIT, attempt())
+    let err = tokio::time::timeout(LIMIT, attempt(&conninfo))
         .await
         .expect("a client hung while the database was slow to accept")
         .expect_err("no database connection, yet an answer");
@@ -219,21 +240,7 @@ async fn database_slow_to_accept_gives_a_clear_error_then_recovers() {
         "not an error from the sidecar: {text}"
     );
     proxy.release_new();
-    let t = Instant::now();
-    loop {
-        let r = tokio::time::timeout(LIMIT, attempt())
-            .await
-            .expect("a client hung after the release");
-        if r.as_deref().ok() == Some("answered") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no recovery after the release:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_answered(&conninfo, "after the release", &sidecar).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -250,12 +257,7 @@ async fn server_max_connections_reached_gives_a_clear_error_then_recovers() {
     }
     let sidecar = sidecar_to(pg.port);
     let conninfo = sidecar.conninfo("postgres", "pw_max_conn");
-    let attempt = || async {
-        let (c, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        scalar(&c, "SELECT 'answered'").await
-    };
-    let err = tokio::time::timeout(LIMIT, attempt())
+    let err = tokio::time::timeout(LIMIT, attempt(&conninfo))
         .await
         .expect("a client hung while the server was full")
         .expect_err("the server is full, yet an answer");
@@ -264,19 +266,5 @@ async fn server_max_connections_reached_gives_a_clear_error_then_recovers() {
     assert!(text.contains("08006") || text.contains("57P03"), "{text}");
     assert!(text.contains("53300") || text.contains("57P03"), "{text}");
     drop(hogs);
-    let t = Instant::now();
-    loop {
-        let r = tokio::time::timeout(LIMIT, attempt())
-            .await
-            .expect("a client hung after slots freed up");
-        if r.as_deref().ok() == Some("answered") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no recovery after slots freed up:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_answered(&conninfo, "after slots freed up", &sidecar).await;
 }

@@ -30,7 +30,7 @@ pub fn frames(data: &[u8], frontend: bool, chunk: usize) -> Outcome {
     } else {
         frame::is_backend_tag
     };
-    let chunk = if chunk == 0 { data.len().max(1) } else { chunk };
+    let chunk = chunk_size(data, chunk);
     let mut buf = BytesMut::new();
     let mut out = Outcome::default();
     for part in data.chunks(chunk) {
@@ -65,7 +65,7 @@ pub fn frames(data: &[u8], frontend: bool, chunk: usize) -> Outcome {
 /// Decode `data` as startup packets (the proxy reads one, or SSLRequest then one), fed in
 /// chunks of `chunk` bytes (0: all at once).
 pub fn startup_packets(data: &[u8], chunk: usize) -> Outcome {
-    let chunk = if chunk == 0 { data.len().max(1) } else { chunk };
+    let chunk = chunk_size(data, chunk);
     let mut buf = BytesMut::new();
     let mut out = Outcome::default();
     for part in data.chunks(chunk) {
@@ -103,6 +103,11 @@ pub fn startup_packets(data: &[u8], chunk: usize) -> Outcome {
 /// arbitrary). It must terminate without panicking; its answer is not checked here.
 pub fn sql(data: &[u8]) -> bool {
     super::sql::changes_session_state(&String::from_utf8_lossy(data))
+}
+
+/// The chunk size to feed `data` in: `chunk`, or all at once for 0.
+fn chunk_size(data: &[u8], chunk: usize) -> usize {
+    if chunk == 0 { data.len().max(1) } else { chunk }
 }
 
 fn check_frame_error(e: &FrameError) {
