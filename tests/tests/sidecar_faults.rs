@@ -268,3 +268,17 @@ async fn server_max_connections_reached_gives_a_clear_error_then_recovers() {
     drop(hogs);
     wait_answered(&conninfo, "after slots freed up", &sidecar).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_never_half_applies() {
+    let pg = cluster();
+    ledger::create(&direct(pg.port).await).await;
+    let mut sidecar = sidecar_to(pg.port);
+    let load = Load::start(&sidecar);
+    load.wait_progress(30, "start", &sidecar).await;
+    let status = tokio::task::block_in_place(|| sidecar.terminate(Duration::from_secs(20)));
+    assert!(status.is_some(), "the sidecar did not exit after SIGTERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = load.finish().await;
+    check(&ledger, pg.port, true).await;
+}
