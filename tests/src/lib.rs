@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod drivers;
+pub mod fault_proxy;
 pub mod hazard;
 pub mod kube_env;
+pub mod ledger;
 pub mod operator;
 pub mod pg_instance;
 pub mod pod_sidecars;

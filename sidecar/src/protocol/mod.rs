@@ -10,6 +10,8 @@
 
 pub mod build;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz_input;
 pub mod io;
 pub mod sql;
 pub mod startup;
