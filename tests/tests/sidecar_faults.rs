@@ -282,3 +282,234 @@ async fn sigterm_under_load_never_half_applies() {
     let ledger = load.finish().await;
     check(&ledger, pg.port, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn db_killed_mid_copy_commits_nothing_and_recovers() {
+    use futures::SinkExt;
+    let pg = cluster();
+    direct(pg.port)
+        .await
+        .batch_execute("CREATE TABLE copied (n int)")
+        .await
+        .unwrap();
+    let sidecar = sidecar_to(pg.port);
+    let (client, conn) = tokio_postgres::connect(
+        &sidecar.conninfo("postgres", "pw_copy"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY copied FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let rows: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    let mut sent = 0usize;
+    let failed = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Err(e) = sink.send(bytes::Bytes::from(rows.clone())).await {
+                return e;
+            }
+            sent += 1;
+            if sent == 20 {
+                // Mid-COPY: the server has taken rows, nothing is committed.
+                pg.stop_immediate();
+            }
+            if sent > 20 {
+                // Data may sit in buffers; finishing the COPY must report the failure.
+                return match sink.as_mut().finish().await {
+                    Err(e) => e,
+                    Ok(n) => panic!("COPY reported success ({n} rows) from a killed database"),
+                };
+            }
+        }
+    })
+    .await
+    .expect("the COPY hung after the database was killed");
+    let text = ledger::error_text(&failed);
+    assert!(
+        text.contains("08006")
+            || text.contains("connection closed")
+            || text.contains("server connection failed"),
+        "unclear error: {text}"
+    );
+    let _ = conn.await;
+    pg.restart();
+    wait_answered(
+        &sidecar.conninfo("postgres", "pw_copy"),
+        "after the restart",
+        &sidecar,
+    )
+    .await;
+    let n = scalar(&direct(pg.port).await, "SELECT count(*) FROM copied")
+        .await
+        .unwrap();
+    assert_eq!(
+        n, "0",
+        "a COPY cut off by the kill must leave nothing behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_gone_mid_query_is_cancelled_and_frees_its_connection() {
+    let pg = cluster();
+    // statement_timeout well past the 30 s wait below: only a cancel stops the queries in time.
+    let sidecar = sidecar_with(
+        pg.port,
+        "  pool_size: 3\n  max_overflow: 0\n  pool_timeout: 3s\n  statement_timeout: 5m",
+    );
+    let db = direct(pg.port).await;
+    // Three clients start a long query each (the whole pool of 3) and vanish mid-query.
+    let mut socks = Vec::new();
+    for _ in 0..3 {
+        let mut raw = RawClient::login(&sidecar, "pw_gone").await;
+        raw.send_partial(&query_message("SELECT pg_sleep(50)"), usize::MAX)
+            .await;
+        socks.push(raw);
+    }
+    wait_for(&db, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(50)' AND state = 'active'", "3", "the queries to run").await;
+    drop(socks);
+    // The queries are cancelled on the server, not left to run for a minute ...
+    wait_for(&db, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(50)' AND state = 'active'", "0", "the abandoned queries to stop").await;
+    // ... and the pool serves the next client at once.
+    let answered = tokio::time::timeout(LIMIT, attempt(&sidecar.conninfo("postgres", "pw_next")))
+        .await
+        .expect("the next client hung")
+        .expect("the next client failed");
+    assert_eq!(answered, "answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_sending_slowly_holds_no_server_connection() {
+    let pg = cluster();
+    let sidecar = sidecar_with(
+        pg.port,
+        "  pool_size: 1\n  max_overflow: 0\n  pool_timeout: 3s",
+    );
+    // A logged-in client sends the first bytes of a query, then nothing for a while.
+    let mut slow = RawClient::login(&sidecar, "pw_slow").await;
+    let msg = query_message("SELECT 'slow answered'");
+    slow.send_partial(&msg, 3).await;
+    // Meanwhile the single pooled connection serves others: a half-received message holds none.
+    for _ in 0..5 {
+        let answered =
+            tokio::time::timeout(LIMIT, attempt(&sidecar.conninfo("postgres", "pw_fast")))
+                .await
+                .expect("a client hung behind a slow one")
+                .expect("a client failed behind a slow one");
+        assert_eq!(answered, "answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The rest arrives byte by byte; the slow client is answered too.
+    for b in &msg[3..] {
+        slow.send_partial(std::slice::from_ref(b), usize::MAX).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reply = tokio::time::timeout(LIMIT, slow.read_until_ready())
+        .await
+        .expect("the slow client was never answered");
+    assert!(
+        reply.windows(13).any(|w| w == b"slow answered"),
+        "{reply:?}"
+    );
+}
+
+/// A transaction-mode sidecar for the cluster on `db_port` with these `pool:` lines.
+fn sidecar_with(db_port: u16, pool: &str) -> Sidecar {
+    Sidecar::start_with(|port| {
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\nmode: transaction\n\
+             databases:\n  - name: postgres\n    host: 127.0.0.1\n    port: {db_port}\n    user: postgres\n    sslmode: disable\n\
+             pool:\n{pool}\n",
+            admin = free_port(),
+        )
+    })
+}
+
+/// A simple Query message.
+fn query_message(sql: &str) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+    out.to_vec()
+}
+
+/// Wait (at most 30 s) until `sql` on `db` answers `want`.
+async fn wait_for(db: &tokio_postgres::Client, sql: &str, want: &str, what: &str) {
+    let t = Instant::now();
+    loop {
+        let got = scalar(db, sql).await.unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "waited 30 s for {what}: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client on a raw socket, logged in (trust), that can send a message in pieces.
+struct RawClient {
+    sock: tokio::net::TcpStream,
+}
+
+impl RawClient {
+    async fn login(sidecar: &Sidecar, app: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", sidecar.port))
+            .await
+            .unwrap();
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::startup_message(
+            [
+                ("user", "postgres"),
+                ("database", "postgres"),
+                ("application_name", app),
+            ],
+            &mut out,
+        )
+        .unwrap();
+        sock.write_all(&out).await.unwrap();
+        let mut c = Self { sock };
+        tokio::time::timeout(LIMIT, c.read_until_ready())
+            .await
+            .expect("login hung");
+        c
+    }
+
+    /// Send at most `n` bytes of `bytes`.
+    async fn send_partial(&mut self, bytes: &[u8], n: usize) {
+        use tokio::io::AsyncWriteExt;
+        self.sock
+            .write_all(&bytes[..n.min(bytes.len())])
+            .await
+            .unwrap();
+    }
+
+    /// Bytes up to and including a ReadyForQuery.
+    async fn read_until_ready(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            let n = self.sock.read_buf(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {got:?}");
+            while let Some(m) =
+                postgres_protocol::message::backend::Message::parse(&mut buf).unwrap()
+            {
+                match m {
+                    postgres_protocol::message::backend::Message::ReadyForQuery(_) => {
+                        return got;
+                    }
+                    postgres_protocol::message::backend::Message::DataRow(r) => {
+                        got.extend_from_slice(r.buffer());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

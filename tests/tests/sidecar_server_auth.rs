@@ -70,10 +70,26 @@ async fn scram_md5_cleartext_and_tls_modes() {
         &(root(&ca) + &pwf),
     ));
     assert_eq!(login_code(&s).await.as_deref(), Ok("scram_user true"));
-    // The file is re-read for each new server connection: rotate the password.
+    // The file is re-read for each new server connection: rotate the password. Until the
+    // file has the new one, new server connections are refused with a clear error naming the
+    // server's 28P01; then the sidecar uses the new file without a restart.
     pg.psql("ALTER ROLE scram_user PASSWORD 'rotated-scram'");
-    std::fs::write(&pwfile, "rotated-scram\n").unwrap();
     pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user'");
+    let refused = match through(&s, "postgres", "pw_auth").await {
+        Ok((c, _conn)) => scalar(&c, "SELECT 1")
+            .await
+            .expect_err("the old password still worked"),
+        Err(e) => e,
+    };
+    let text = refused
+        .as_db_error()
+        .map(|d| format!("{} {}", d.code().code(), d.message()));
+    assert!(
+        text.as_deref()
+            .is_some_and(|t| t.starts_with("08006") && t.contains("28P01")),
+        "unclear error for a rotated password: {refused:?}"
+    );
+    std::fs::write(&pwfile, "rotated-scram\n").unwrap();
     assert_eq!(login_code(&s).await.as_deref(), Ok("scram_user true"));
     drop(s);
 

@@ -348,7 +348,16 @@ impl Session {
                 if clean {
                     give_back(c, b.dirty || session_mode).await;
                 } else {
-                    // Closing the server connection rolls the transaction back.
+                    // Closing the server connection rolls the transaction back. A query still
+                    // running is cancelled first: PostgreSQL would otherwise run it to the end
+                    // (or to statement_timeout) before it noticed nobody listens.
+                    if b.pending > 0 || b.open_extended {
+                        let target = c.conn().cancel.clone();
+                        tokio::spawn(async move {
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(5), target.cancel()).await;
+                        });
+                    }
                     tracing::info!(
                         "client left in the middle of a transaction; closing its server connection"
                     );
