@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod operator;
 pub mod pg_instance;
 pub mod pod_sidecars;
+pub mod raw_client;
 pub mod sidecar;
 pub mod sidecar_admin;
 pub mod wardround;

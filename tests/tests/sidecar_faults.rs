@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use poolwarden_tests::fault_proxy::FaultProxy;
 use poolwarden_tests::ledger::{self, Ledger};
 use poolwarden_tests::pg_instance::PgInstance;
+use poolwarden_tests::raw_client::{RawClient, query_message};
 use poolwarden_tests::sidecar::{Sidecar, free_port, scalar};
 
 /// pool_timeout 3 s + statement_timeout 5 s + connect_timeout 1 s, and a wide margin for a
@@ -365,8 +366,7 @@ async fn a_client_gone_mid_query_is_cancelled_and_frees_its_connection() {
     let mut socks = Vec::new();
     for _ in 0..3 {
         let mut raw = RawClient::login(&sidecar, "pw_gone").await;
-        raw.send_partial(&query_message("SELECT pg_sleep(50)"), usize::MAX)
-            .await;
+        raw.send(&query_message("SELECT pg_sleep(50)")).await;
         socks.push(raw);
     }
     wait_for(&db, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(50)' AND state = 'active'", "3", "the queries to run").await;
@@ -391,7 +391,7 @@ async fn a_client_sending_slowly_holds_no_server_connection() {
     // A logged-in client sends the first bytes of a query, then nothing for a while.
     let mut slow = RawClient::login(&sidecar, "pw_slow").await;
     let msg = query_message("SELECT 'slow answered'");
-    slow.send_partial(&msg, 3).await;
+    slow.send(&msg[..3]).await;
     // Meanwhile the single pooled connection serves others: a half-received message holds none.
     for _ in 0..5 {
         let answered =
@@ -404,15 +404,15 @@ async fn a_client_sending_slowly_holds_no_server_connection() {
     }
     // The rest arrives byte by byte; the slow client is answered too.
     for b in &msg[3..] {
-        slow.send_partial(std::slice::from_ref(b), usize::MAX).await;
+        slow.send(std::slice::from_ref(b)).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let reply = tokio::time::timeout(LIMIT, slow.read_until_ready())
-        .await
-        .expect("the slow client was never answered");
+    let reply = slow.replies().await;
+    assert_eq!(reply, "DC(SELECT 1)Z");
     assert!(
-        reply.windows(13).any(|w| w == b"slow answered"),
-        "{reply:?}"
+        slow.rows[0].windows(13).any(|w| w == b"slow answered"),
+        "{:?}",
+        slow.rows
     );
 }
 
@@ -428,13 +428,6 @@ fn sidecar_with(db_port: u16, pool: &str) -> Sidecar {
     })
 }
 
-/// A simple Query message.
-fn query_message(sql: &str) -> Vec<u8> {
-    let mut out = bytes::BytesMut::new();
-    postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
-    out.to_vec()
-}
-
 /// Wait (at most 30 s) until `sql` on `db` answers `want`.
 async fn wait_for(db: &tokio_postgres::Client, sql: &str, want: &str, what: &str) {
     let t = Instant::now();
@@ -448,68 +441,5 @@ async fn wait_for(db: &tokio_postgres::Client, sql: &str, want: &str, what: &str
             "waited 30 s for {what}: {got}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A client on a raw socket, logged in (trust), that can send a message in pieces.
-struct RawClient {
-    sock: tokio::net::TcpStream,
-}
-
-impl RawClient {
-    async fn login(sidecar: &Sidecar, app: &str) -> Self {
-        use tokio::io::AsyncWriteExt;
-        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", sidecar.port))
-            .await
-            .unwrap();
-        let mut out = bytes::BytesMut::new();
-        postgres_protocol::message::frontend::startup_message(
-            [
-                ("user", "postgres"),
-                ("database", "postgres"),
-                ("application_name", app),
-            ],
-            &mut out,
-        )
-        .unwrap();
-        sock.write_all(&out).await.unwrap();
-        let mut c = Self { sock };
-        tokio::time::timeout(LIMIT, c.read_until_ready())
-            .await
-            .expect("login hung");
-        c
-    }
-
-    /// Send at most `n` bytes of `bytes`.
-    async fn send_partial(&mut self, bytes: &[u8], n: usize) {
-        use tokio::io::AsyncWriteExt;
-        self.sock
-            .write_all(&bytes[..n.min(bytes.len())])
-            .await
-            .unwrap();
-    }
-
-    /// Bytes up to and including a ReadyForQuery.
-    async fn read_until_ready(&mut self) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        let mut got = Vec::new();
-        let mut buf = bytes::BytesMut::new();
-        loop {
-            let n = self.sock.read_buf(&mut buf).await.unwrap();
-            assert!(n > 0, "closed: {got:?}");
-            while let Some(m) =
-                postgres_protocol::message::backend::Message::parse(&mut buf).unwrap()
-            {
-                match m {
-                    postgres_protocol::message::backend::Message::ReadyForQuery(_) => {
-                        return got;
-                    }
-                    postgres_protocol::message::backend::Message::DataRow(r) => {
-                        got.extend_from_slice(r.buffer());
-                    }
-                    _ => {}
-                }
-            }
-        }
     }
 }

@@ -5,12 +5,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
+use poolwarden_tests::raw_client::RawClient;
 use poolwarden_tests::sidecar::{
     Sidecar, TempDir, backends, config_yaml, direct, scalar, through, unique,
 };
@@ -113,7 +108,7 @@ async fn close_and_deallocate_through_the_pool() {
         42
     );
     // DEALLOCATE of one name, as psycopg sends it.
-    let (mut raw, _) = RawClient::connect(&sidecar, &app).await;
+    let mut raw = RawClient::login(&sidecar, &app).await;
     raw.send_parse("my_stmt", "SELECT 7").await;
     raw.sync().await;
     assert_eq!(raw.replies().await, "1Z");
@@ -127,7 +122,7 @@ async fn close_and_deallocate_through_the_pool() {
 async fn an_error_inside_a_pipeline_loses_nothing() {
     let (sidecar, _dir) = start("transaction", "  pool_size: 1\n  max_overflow: 0");
     let app = unique("pw_prep_pipeline");
-    let (mut raw, _) = RawClient::connect(&sidecar, &app).await;
+    let mut raw = RawClient::login(&sidecar, &app).await;
     // Parse, Bind, Execute of a good statement; a Parse that fails; then a Bind/Execute and a
     // Parse the server skips; one Sync.
     raw.send_parse("good", "SELECT 1").await;
@@ -223,121 +218,4 @@ async fn prepared_total(sidecar: &Sidecar, result: &str) -> f64 {
             &[("result", result)],
         )
         .unwrap_or_else(|| panic!("no poolwarden_prepared_statements_total result={result}"))
-}
-
-/// A client speaking the extended protocol message by message, to send pipelines without
-/// a Sync between them.
-struct RawClient {
-    sock: TcpStream,
-    buf: BytesMut,
-}
-
-impl RawClient {
-    async fn connect(sidecar: &Sidecar, app: &str) -> (Self, ()) {
-        let mut sock = TcpStream::connect(("127.0.0.1", sidecar.port))
-            .await
-            .unwrap();
-        let mut out = BytesMut::new();
-        frontend::startup_message(
-            [
-                ("user", "postgres"),
-                ("database", "postgres"),
-                ("application_name", app),
-            ],
-            &mut out,
-        )
-        .unwrap();
-        sock.write_all(&out).await.unwrap();
-        let mut c = Self {
-            sock,
-            buf: BytesMut::new(),
-        };
-        let hello = c.replies().await;
-        assert!(hello.ends_with('Z'), "login: {hello}");
-        (c, ())
-    }
-
-    async fn write(&mut self, out: BytesMut) {
-        self.sock.write_all(&out).await.unwrap();
-    }
-
-    async fn send_parse(&mut self, name: &str, sql: &str) {
-        let mut out = BytesMut::new();
-        frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
-        self.write(out).await;
-    }
-
-    async fn send_bind_execute(&mut self, statement: &str) {
-        let mut out = BytesMut::new();
-        frontend::bind(
-            "",
-            statement,
-            std::iter::empty::<i16>(),
-            std::iter::empty::<()>(),
-            |_, _| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                unreachable!()
-            },
-            Some(0),
-            &mut out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, &mut out).unwrap();
-        self.write(out).await;
-    }
-
-    async fn sync(&mut self) {
-        let mut out = BytesMut::new();
-        frontend::sync(&mut out);
-        self.write(out).await;
-    }
-
-    async fn query(&mut self, sql: &str) {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out).unwrap();
-        self.write(out).await;
-    }
-
-    /// Replies up to ReadyForQuery as tags, errors with their SQLSTATE and command tags in
-    /// brackets (`E(42601)`, `C(SELECT 1)`); ParameterStatus, BackendKeyData, notices and
-    /// authentication are left out.
-    async fn replies(&mut self) -> String {
-        let mut seen = String::new();
-        loop {
-            let msg = within("reply", async {
-                loop {
-                    if let Some(m) = backend::Message::parse(&mut self.buf).unwrap() {
-                        return m;
-                    }
-                    let n = self.sock.read_buf(&mut self.buf).await.unwrap();
-                    assert!(n > 0, "connection closed after {seen}");
-                }
-            })
-            .await;
-            match msg {
-                backend::Message::ParseComplete => seen.push('1'),
-                backend::Message::BindComplete => seen.push('2'),
-                backend::Message::CloseComplete => seen.push('3'),
-                backend::Message::DataRow(_) => seen.push('D'),
-                backend::Message::CommandComplete(c) => {
-                    seen.push_str(&format!("C({})", c.tag().unwrap()));
-                }
-                backend::Message::ErrorResponse(e) => {
-                    let mut fields = e.fields();
-                    let mut code = String::new();
-                    while let Some(f) = fields.next().unwrap() {
-                        if f.type_() == b'C' {
-                            code = String::from_utf8_lossy(f.value_bytes()).into_owned();
-                        }
-                    }
-                    seen.push_str(&format!("E({code})"));
-                }
-                backend::Message::ReadyForQuery(_) => {
-                    seen.push('Z');
-                    return seen;
-                }
-                _ => {}
-            }
-        }
-    }
 }

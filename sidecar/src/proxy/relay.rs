@@ -503,11 +503,15 @@ mod tests {
         }
     }
 
-    /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
-    /// default), in paused time, over real loopback sockets: a client inside a transaction
-    /// that sends nothing is cut off after the hour, not before.
-    #[tokio::test(start_paused = true)]
-    async fn idle_in_transaction_fires_after_one_hour_of_paused_time() {
+    /// A relay over real loopback sockets for a client inside a transaction with nothing in
+    /// flight (the client's turn), idle-in-transaction timeout 1 h; answers the application's
+    /// and PostgreSQL's ends, the relay's task (its outcome and when it ended) and its start.
+    async fn relay_in_transaction() -> (
+        tokio::net::TcpStream,
+        tokio::net::TcpStream,
+        tokio::task::JoinHandle<(Outcome, Duration)>,
+        tokio::time::Instant,
+    ) {
         use crate::server::{CancelTarget, ServerStream};
         use tokio::net::{TcpListener, TcpStream};
 
@@ -517,8 +521,8 @@ mod tests {
             let (b, _) = l.accept().await.unwrap();
             (a, b)
         }
-        let (_app, proxy_client) = pair().await;
-        let (proxy_server, _postgres) = pair().await;
+        let (app, proxy_client) = pair().await;
+        let (proxy_server, postgres) = pair().await;
         let (rd, wr) = proxy_client.into_split();
         let mut client = ClientIo::new(rd, wr, BytesMut::new(), 1 << 20);
         let mut server = ServerConn::for_tests(
@@ -529,29 +533,38 @@ mod tests {
                 key: 1,
             },
         );
-        let (_tx, mut phase) = watch::channel(Phase::Running);
         let start = tokio::time::Instant::now();
         let task = tokio::spawn(async move {
-            // Inside a transaction, nothing in flight: the client's turn.
+            let (_tx, mut phase) = watch::channel(Phase::Running);
             let mut b = Boundaries {
                 status: b'T',
                 ..Boundaries::new()
+            };
+            let how = Relaying {
+                session_mode: false,
+                idle_in_transaction: Duration::from_secs(3600),
             };
             let out = relay(
                 &mut client,
                 &mut server,
                 None,
                 &mut b,
-                Relaying {
-                    session_mode: false,
-                    idle_in_transaction: Duration::from_secs(3600),
-                },
+                how,
                 &mut phase,
                 None,
             )
             .await;
             (out, start.elapsed())
         });
+        (app, postgres, task, start)
+    }
+
+    /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
+    /// default), in paused time, over real loopback sockets: a client inside a transaction
+    /// that sends nothing is cut off after the hour, not before.
+    #[tokio::test(start_paused = true)]
+    async fn idle_in_transaction_fires_after_one_hour_of_paused_time() {
+        let (_app, _postgres, task, _start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3599)).await;
         assert!(!task.is_finished(), "cut off before the hour");
         let (out, after) = task.await.unwrap();
@@ -563,50 +576,8 @@ mod tests {
     /// transaction puts the cut-off at 3000 s + 1 h, not at 1 h.
     #[tokio::test(start_paused = true)]
     async fn idle_in_transaction_counts_from_the_last_message() {
-        use crate::server::{CancelTarget, ServerStream};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio::net::{TcpListener, TcpStream};
-
-        async fn pair() -> (TcpStream, TcpStream) {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let (b, _) = l.accept().await.unwrap();
-            (a, b)
-        }
-        let (mut app, proxy_client) = pair().await;
-        let (proxy_server, mut postgres) = pair().await;
-        let (rd, wr) = proxy_client.into_split();
-        let mut client = ClientIo::new(rd, wr, BytesMut::new(), 1 << 20);
-        let mut server = ServerConn::for_tests(
-            ServerStream::Plain(proxy_server),
-            CancelTarget {
-                addr: "127.0.0.1:1".parse().unwrap(),
-                pid: 1,
-                key: 1,
-            },
-        );
-        let (_tx, mut phase) = watch::channel(Phase::Running);
-        let start = tokio::time::Instant::now();
-        let task = tokio::spawn(async move {
-            let mut b = Boundaries {
-                status: b'T',
-                ..Boundaries::new()
-            };
-            let out = relay(
-                &mut client,
-                &mut server,
-                None,
-                &mut b,
-                Relaying {
-                    session_mode: false,
-                    idle_in_transaction: Duration::from_secs(3600),
-                },
-                &mut phase,
-                None,
-            )
-            .await;
-            (out, start.elapsed())
-        });
+        let (mut app, mut postgres, task, start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3000)).await;
         let mut q = BytesMut::new();
         postgres_protocol::message::frontend::query("SELECT 1", &mut q).unwrap();
