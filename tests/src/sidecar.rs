@@ -215,8 +215,13 @@ impl Drop for Sidecar {
 /// A tokio-postgres client straight to PostgreSQL (not through the sidecar), its connection
 /// driven by a spawned task.
 pub async fn direct(dbname: &str) -> tokio_postgres::Client {
+    direct_at(PG_PORT, dbname).await
+}
+
+/// As [`direct`], to the PostgreSQL on `port` of this host (a throwaway cluster).
+pub async fn direct_at(port: u16, dbname: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
-        &format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={dbname} application_name=poolwarden-tests-direct"),
+        &format!("host={PG_HOST} port={port} user=postgres dbname={dbname} application_name=poolwarden-tests-direct"),
         tokio_postgres::NoTls,
     )
     .await

@@ -17,7 +17,7 @@ use poolwarden_tests::fault_proxy::FaultProxy;
 use poolwarden_tests::ledger::{self, Ledger};
 use poolwarden_tests::pg_instance::PgInstance;
 use poolwarden_tests::raw_client::{RawClient, query_message};
-use poolwarden_tests::sidecar::{Sidecar, free_port, scalar};
+use poolwarden_tests::sidecar::{Sidecar, direct_at, free_port, scalar};
 
 /// pool_timeout 3 s + statement_timeout 5 s + connect_timeout 1 s, and a wide margin for a
 /// loaded 2-core machine: past this a client is hung.
@@ -44,15 +44,9 @@ fn sidecar_to(db_port: u16) -> Sidecar {
     })
 }
 
+/// The throwaway cluster on `port`, directly.
 async fn direct(port: u16) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect to the test cluster directly");
-    tokio::spawn(conn);
-    c
+    direct_at(port, "postgres").await
 }
 
 /// Writers committing through the sidecar until [`Load::finish`].
