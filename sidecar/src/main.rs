@@ -109,10 +109,17 @@ fn serve(cfg: config::Config, source: config::ReloadSource) -> ExitCode {
     if let Err(e) = poolwarden_sidecar::logging::init(&config::env::ProcessEnv) {
         eprintln!("poolwarden-sidecar: cannot set up logging: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread (the default) serves every client from one event loop: no wake-ups handed
+    // between threads, the least CPU per transaction (BENCHMARKS.md). Password hashing runs on
+    // tokio's blocking threads either way.
+    let mut builder = if cfg.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.worker_threads as usize);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("poolwarden-sidecar: cannot start the runtime: {e}");

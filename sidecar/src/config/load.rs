@@ -332,8 +332,18 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "a duration above zero",
         ));
     }
+    if !(1..=MAX_WORKER_THREADS).contains(&cfg.worker_threads) {
+        return Err(ConfigError::invalid(
+            "worker_threads",
+            cfg.worker_threads,
+            format!("1..={MAX_WORKER_THREADS}"),
+        ));
+    }
     Ok(())
 }
+
+/// The most client-serving threads a sidecar may run.
+pub const MAX_WORKER_THREADS: u32 = 64;
 
 fn is_loopback(ip: IpAddr) -> bool {
     ip.is_loopback()

@@ -35,6 +35,10 @@ pub struct Config {
     pub slow_query_threshold: ConfigDuration,
     /// How long running transactions may take to finish after SIGTERM. Default 30s.
     pub shutdown_timeout: ConfigDuration,
+    /// Threads that serve clients. Default 1: one event loop, as PgBouncer has, which costs
+    /// the least CPU per transaction; more threads for a sidecar given several cores. Read at
+    /// start only.
+    pub worker_threads: u32,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             slow_query_threshold: ConfigDuration::from_secs(5),
             shutdown_timeout: ConfigDuration::from_secs(30),
+            worker_threads: 1,
         }
     }
 }

@@ -265,6 +265,11 @@ fn validation_rules() {
             Box::new(|c| c.databases[0].sslmode = SslMode::VerifyCa),
             "missing databases[0].sslrootcert",
         ),
+        (Box::new(|c| c.worker_threads = 0), "invalid worker_threads"),
+        (
+            Box::new(|c| c.worker_threads = 65),
+            "invalid worker_threads",
+        ),
     ];
     for (mutate, want) in cases {
         let mut c = base.clone();

@@ -12,6 +12,15 @@ pub enum Deallocate {
 /// The `DEALLOCATE` that `sql` consists of (one statement, an optional `;`, no comments), or
 /// `None` for anything else, which then goes to the server unchanged.
 pub fn parse(sql: &[u8]) -> Option<Deallocate> {
+    // Nearly every query is something else: tell by its first ten letters, without building
+    // a token.
+    let start = sql.iter().position(|c| !c.is_ascii_whitespace())?;
+    if !sql[start..]
+        .get(..10)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
+    {
+        return None;
+    }
     let mut words = Words::new(sql);
     if !words.keyword(b"deallocate") {
         return None;

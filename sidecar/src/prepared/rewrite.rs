@@ -309,7 +309,7 @@ impl Rewriter {
         server: &mut ServerStatements,
         out: &mut BytesMut,
     ) {
-        let sql = f.body.split(|b| *b == 0).next().unwrap_or(&[]);
+        let sql = &f.body[..memchr::memchr(0, &f.body).unwrap_or(f.body.len())];
         let tag = match deallocate::parse(sql) {
             Some(Deallocate::All) => {
                 client.clear();
@@ -411,8 +411,12 @@ fn undo(left: Vec<Expect>, client: &mut ClientStatements, server: &mut ServerSta
 /// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in a
 /// form not answered here). Errs on the side of yes.
 fn may_drop_statements(sql: &[u8]) -> bool {
-    sql.windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"discard") || w.eq_ignore_ascii_case(b"dealloc"))
+    // Both words start with a d: only there is a comparison made.
+    memchr::memchr2_iter(b'd', b'D', sql).any(|i| {
+        sql.get(i..i + 7).is_some_and(|w| {
+            w.eq_ignore_ascii_case(b"discard") || w.eq_ignore_ascii_case(b"dealloc")
+        })
+    })
 }
 
 /// The statement name of a Describe/Close body aimed at a named statement (`S` name \0).

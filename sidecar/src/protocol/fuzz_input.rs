@@ -102,7 +102,7 @@ pub fn startup_packets(data: &[u8], chunk: usize) -> Outcome {
 /// Run the session-state scan over `data` read as UTF-8 (lossily, as a fuzzer's bytes are
 /// arbitrary). It must terminate without panicking; its answer is not checked here.
 pub fn sql(data: &[u8]) -> bool {
-    super::sql::changes_session_state(&String::from_utf8_lossy(data))
+    super::sql::changes_session_state(data)
 }
 
 /// The chunk size to feed `data` in: `chunk`, or all at once for 0.

@@ -41,4 +41,6 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     /// query_canceled
     pub const QUERY_CANCELED: &str = "57014";
+    /// internal_error
+    pub const INTERNAL_ERROR: &str = "XX000";
 }

@@ -30,15 +30,82 @@ const ANYWHERE: &[&str] = &[
     "session_authorization",
 ];
 
-/// Whether `sql` may leave session state behind.
-pub fn changes_session_state(sql: &str) -> bool {
-    let b = sql.as_bytes();
+/// Byte classes for the scan: one table lookup per byte instead of a chain of tests.
+const OTHER: u8 = 0;
+const LETTER: u8 = 1; // a-z A-Z _ : starts or continues a word
+const DIGIT: u8 = 2; // continues a word
+const SPACE: u8 = 3; // white space and '(' keep the statement start
+const QUOTE: u8 = 4; // ' and "
+const DASH: u8 = 5;
+const SLASH: u8 = 6;
+const SEMICOLON: u8 = 7;
+
+const CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphabetic() || b == b'_' {
+            LETTER
+        } else if b.is_ascii_digit() {
+            DIGIT
+        } else if b.is_ascii_whitespace() || b == b'(' {
+            SPACE
+        } else if b == b'\'' || b == b'"' {
+            QUOTE
+        } else if b == b'-' {
+            DASH
+        } else if b == b'/' {
+            SLASH
+        } else if b == b';' {
+            SEMICOLON
+        } else {
+            OTHER
+        };
+        c += 1;
+    }
+    t
+};
+
+/// Bit n set when some word of `list` has n letters.
+const fn lengths(list: &[&str]) -> u64 {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < list.len() {
+        mask |= 1 << list[i].len();
+        i += 1;
+    }
+    mask
+}
+const LEADING_LENGTHS: u64 = lengths(LEADING);
+const ANYWHERE_LENGTHS: u64 = lengths(ANYWHERE);
+
+/// Whether `sql` may leave session state behind. Works on the raw bytes: keywords are ASCII,
+/// so any other byte is just not part of one (no UTF-8 decoding, no copy).
+pub fn changes_session_state(sql: &[u8]) -> bool {
+    let b = sql;
     let mut i = 0;
     let mut at_statement_start = true;
     while i < b.len() {
         let c = b[i];
-        match c {
-            b'\'' | b'"' => {
+        match CLASS[c as usize] {
+            SPACE => i += 1,
+            LETTER => {
+                let start = i;
+                i += 1;
+                while i < b.len() && matches!(CLASS[b[i] as usize], LETTER | DIGIT) {
+                    i += 1;
+                }
+                // Compared in place, case-insensitively: no lowercased copy per word.
+                let word = &b[start..i];
+                if (at_statement_start && listed(LEADING, LEADING_LENGTHS, word))
+                    || listed(ANYWHERE, ANYWHERE_LENGTHS, word)
+                {
+                    return true;
+                }
+                at_statement_start = false;
+            }
+            QUOTE => {
                 // Skip a quoted literal or identifier ('' and "" escape themselves).
                 i += 1;
                 while i < b.len() {
@@ -54,37 +121,22 @@ pub fn changes_session_state(sql: &str) -> bool {
                 i += 1;
                 at_statement_start = false;
             }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
+            DASH if b.get(i + 1) == Some(&b'-') => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
+            SLASH if b.get(i + 1) == Some(&b'*') => {
                 i += 2;
                 while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
                     i += 1;
                 }
                 i += 2;
             }
-            b';' => {
+            SEMICOLON => {
                 at_statement_start = true;
                 i += 1;
             }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                    i += 1;
-                }
-                // Compared in place, case-insensitively: no lowercased copy per word.
-                let word = &b[start..i];
-                let listed =
-                    |list: &[&str]| list.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(word));
-                if (at_statement_start && listed(LEADING)) || listed(ANYWHERE) {
-                    return true;
-                }
-                at_statement_start = false;
-            }
-            c if c.is_ascii_whitespace() || c == b'(' => i += 1,
             _ => {
                 at_statement_start = false;
                 i += 1;
@@ -92,6 +144,19 @@ pub fn changes_session_state(sql: &str) -> bool {
         }
     }
     false
+}
+
+/// Whether `word` is one of `list` (whose word lengths are `lengths`), ignoring ASCII case.
+/// Most words of a query share no length, or then no first letter, with a listed one.
+fn listed(list: &[&str], lengths: u64, word: &[u8]) -> bool {
+    if word.len() >= 64 || lengths & (1 << word.len()) == 0 {
+        return false;
+    }
+    let first = word[0].to_ascii_lowercase();
+    list.iter().any(|k| {
+        let k = k.as_bytes();
+        k.len() == word.len() && k[0] == first && k.eq_ignore_ascii_case(word)
+    })
 }
 
 #[cfg(test)]
@@ -125,10 +190,14 @@ mod tests {
             ("INSERT INTO settings VALUES ('reset')", false),
             ("BEGIN; UPDATE t SET a = 'it''s; SET' ; COMMIT", false),
             ("SELECT pg_advisory_xact_lock(1)", false),
+            ("SELECT temp1, café FROM t2", false),
+            ("SELECT 'é'; SET x = 1", true),
+            ("SELECT 1 -- SET x\n", false),
+            ("SELECT a/b, c-d FROM t; LISTEN x", true),
             ("", false),
         ];
         for (sql, want) in table {
-            assert_eq!(changes_session_state(sql), want, "{sql}");
+            assert_eq!(changes_session_state(sql.as_bytes()), want, "{sql}");
         }
     }
 }

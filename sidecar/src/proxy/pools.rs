@@ -42,16 +42,18 @@ impl ServerManager {
 }
 
 impl Manager for ServerManager {
-    type Conn = ServerConn;
+    /// Boxed: the pool moves connections in and out of its queues at every checkout, and a
+    /// pointer moves cheaper than the whole connection.
+    type Conn = Box<ServerConn>;
     type Error = ConnectError;
 
-    async fn connect(&self, application_name: &str) -> Result<ServerConn, ConnectError> {
+    async fn connect(&self, application_name: &str) -> Result<Box<ServerConn>, ConnectError> {
         let r = self
             .breaker
             .guard_connect(|| self.connector.connect(application_name))
             .await;
         match r {
-            Ok(conn) => Ok(conn),
+            Ok(conn) => Ok(Box::new(conn)),
             Err(BreakerError::Open(rejection)) => {
                 tracing::debug!(database = %self.connector.database().name, "circuit breaker open: no connection attempt");
                 Err(ConnectError::BreakerOpen(rejection.message))
@@ -67,18 +69,18 @@ impl Manager for ServerManager {
         !matches!(error, ConnectError::BreakerOpen(_))
     }
 
-    async fn ping(&self, conn: &mut ServerConn) -> bool {
+    async fn ping(&self, conn: &mut Box<ServerConn>) -> bool {
         let limit = self.ping_timeout.min(self.connector.connect_timeout());
         tokio::time::timeout(limit, conn.ping())
             .await
             .unwrap_or(false)
     }
 
-    fn quiet(&self, conn: &mut ServerConn) -> bool {
+    fn quiet(&self, conn: &mut Box<ServerConn>) -> bool {
         conn.quiet()
     }
 
-    fn close(&self, conn: ServerConn, reason: CloseReason) {
+    fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(database = %self.connector.database().name, reason = reason.as_str(), "closing a server connection");
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(conn.terminate());
@@ -108,7 +110,7 @@ pub struct DbPool {
     pub pool: Pool<ServerManager>,
     /// Server parameters (server_version ...) reported to clients at login, from the first
     /// server connection.
-    pub server_params: Mutex<Option<HashMap<String, String>>>,
+    pub server_params: Mutex<Option<std::collections::BTreeMap<String, String>>>,
     /// This database's metric handles, when the process exports metrics.
     pub metrics: Option<PoolMetrics>,
 }

@@ -20,6 +20,9 @@ use crate::server::{ServerConn, ServerError};
 /// Flush what we have for the client once this much is buffered.
 const CLIENT_FLUSH_BYTES: usize = 64 * 1024;
 
+/// Output buffers kept between transactions up to this size, so a transaction allocates none.
+const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The client side of a session.
 pub struct ClientIo {
     /// Read half.
@@ -28,6 +31,8 @@ pub struct ClientIo {
     pub wr: OwnedWriteHalf,
     /// Frames from the client.
     pub reader: FrameReader,
+    /// Empty buffers for what goes to the server and to the client, kept from the last relay.
+    spare: (BytesMut, BytesMut),
 }
 
 impl ClientIo {
@@ -42,6 +47,7 @@ impl ClientIo {
             rd,
             wr,
             reader: FrameReader::with_buffer(buffered, max_message, is_frontend_tag),
+            spare: (BytesMut::new(), BytesMut::new()),
         }
     }
 
@@ -214,8 +220,8 @@ impl Boundaries {
         match f.tag {
             b'Q' => {
                 self.pending += 1;
-                let sql = f.body.split(|b| *b == 0).next().unwrap_or(&[]);
-                self.dirty |= changes_session_state(&String::from_utf8_lossy(sql));
+                let sql = &f.body[..memchr::memchr(0, &f.body).unwrap_or(f.body.len())];
+                self.dirty |= changes_session_state(sql);
             }
             b'S' => {
                 self.pending += 1;
@@ -226,8 +232,8 @@ impl Boundaries {
                 let mut parts = f.body.split(|b| *b == 0);
                 let name = parts.next().unwrap_or(&[]);
                 let sql = parts.next().unwrap_or(&[]);
-                self.dirty |= (!name.is_empty() && !self.tracked_statements)
-                    || changes_session_state(&String::from_utf8_lossy(sql));
+                self.dirty |=
+                    (!name.is_empty() && !self.tracked_statements) || changes_session_state(sql);
             }
             b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => self.open_extended = true,
             _ => {}
@@ -266,18 +272,49 @@ pub async fn relay(
     b: &mut Boundaries,
     how: Relaying,
     phase: &mut watch::Receiver<Phase>,
+    prepared: Option<&mut Tracking>,
+) -> Outcome {
+    let (mut to_server, mut to_client) = std::mem::take(&mut client.spare);
+    let outcome = relay_with(
+        client,
+        server,
+        first,
+        b,
+        how,
+        phase,
+        prepared,
+        (&mut to_server, &mut to_client),
+    )
+    .await;
+    for buf in [&mut to_server, &mut to_client] {
+        buf.clear();
+        if buf.capacity() > KEEP_BUFFER_BYTES {
+            *buf = BytesMut::new();
+        }
+    }
+    client.spare = (to_server, to_client);
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_with(
+    client: &mut ClientIo,
+    server: &mut ServerConn,
+    first: Option<Frame>,
+    b: &mut Boundaries,
+    how: Relaying,
+    phase: &mut watch::Receiver<Phase>,
     mut prepared: Option<&mut Tracking>,
+    (to_server, to_client): (&mut BytesMut, &mut BytesMut),
 ) -> Outcome {
     let Relaying {
         session_mode,
         idle_in_transaction,
     } = how;
-    let mut to_server = BytesMut::new();
-    let mut to_client = BytesMut::new();
     if let Some(f) = first {
         b.client_sent(&f);
-        to_server_frame(f, prepared.as_deref_mut(), server, &mut to_server);
-        if let Err(e) = server.write(&to_server).await {
+        to_server_frame(f, prepared.as_deref_mut(), server, to_server);
+        if let Err(e) = server.write(to_server).await {
             return Outcome::ServerFailed(e);
         }
         to_server.clear();
@@ -287,6 +324,13 @@ pub async fn relay(
     let idle_timer = tokio::time::sleep(idle_in_transaction);
     tokio::pin!(idle_timer);
     let mut last_activity = tokio::time::Instant::now();
+    // The first change of phase is awaited by one future for the whole relay, so waiting for
+    // it costs nothing per message; after it (shutdown has begun) each turn waits afresh.
+    phase.borrow_and_update();
+    let mut first_change_rx = phase.clone();
+    let first_change = first_change_rx.changed();
+    tokio::pin!(first_change);
+    let mut awaiting_first_change = true;
     loop {
         let current = *phase.borrow_and_update();
         if current == Phase::Forced {
@@ -311,7 +355,7 @@ pub async fn relay(
                     Err(e) => return Outcome::ServerFailed(e),
                 };
                 b.server_sent(&f);
-                to_client_frame(f, prepared.as_deref_mut(), server, &mut to_client);
+                to_client_frame(f, prepared.as_deref_mut(), server, to_client);
                 // Take whatever else is already buffered, then write once.
                 loop {
                     if to_client.len() >= CLIENT_FLUSH_BYTES {
@@ -320,16 +364,16 @@ pub async fn relay(
                     match server.try_read() {
                         Ok(Some(f)) => {
                             b.server_sent(&f);
-                            to_client_frame(f, prepared.as_deref_mut(), server, &mut to_client);
+                            to_client_frame(f, prepared.as_deref_mut(), server, to_client);
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = client.send(&to_client).await;
+                            let _ = client.send(to_client).await;
                             return Outcome::ServerFailed(e);
                         }
                     }
                 }
-                if client.send(&to_client).await.is_err() {
+                if client.send(to_client).await.is_err() {
                     return Outcome::ClientGone { clean: false };
                 }
                 to_client.clear();
@@ -345,7 +389,7 @@ pub async fn relay(
                 while let Some(f) = next.take() {
                     match f.tag {
                         b'X' => {
-                            if !to_server.is_empty() && server.write(&to_server).await.is_err() {
+                            if !to_server.is_empty() && server.write(to_server).await.is_err() {
                                 return Outcome::ClientGone { clean: false };
                             }
                             return Outcome::ClientGone { clean: b.is_clean() };
@@ -354,7 +398,7 @@ pub async fn relay(
                         _ => {}
                     }
                     b.client_sent(&f);
-                    to_server_frame(f, prepared.as_deref_mut(), server, &mut to_server);
+                    to_server_frame(f, prepared.as_deref_mut(), server, to_server);
                     if to_server.len() < CLIENT_FLUSH_BYTES {
                         match client.reader.try_frame() {
                             Ok(n) => next = n,
@@ -362,7 +406,7 @@ pub async fn relay(
                         }
                     }
                 }
-                if let Err(e) = server.write(&to_server).await {
+                if let Err(e) = server.write(to_server).await {
                     return Outcome::ServerFailed(e);
                 }
                 to_server.clear();
@@ -375,7 +419,13 @@ pub async fn relay(
                 }
                 idle_timer.as_mut().reset(due);
             }
-            r = phase.changed() => {
+            r = &mut first_change, if awaiting_first_change => {
+                awaiting_first_change = false;
+                if r.is_err() {
+                    return Outcome::Shutdown { clean: b.is_clean() };
+                }
+            }
+            r = phase.changed(), if !awaiting_first_change => {
                 if r.is_err() {
                     return Outcome::Shutdown { clean: b.is_clean() };
                 }

@@ -189,10 +189,15 @@ impl Session {
             self.hold(c, None).await;
             return;
         }
+        // One future for the whole session waits for shutdown: a fresh one per transaction
+        // would register with the watch channel and leave it again every time.
+        let mut drain_rx = self.phase.clone();
+        let draining = wait_for(&mut drain_rx, Phase::Draining);
+        tokio::pin!(draining);
         loop {
             let first = tokio::select! {
                 r = self.client.read() => r,
-                _ = wait_for(&mut self.phase, Phase::Draining) => {
+                () = &mut draining => {
                     return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
                 }
             };
@@ -266,6 +271,8 @@ impl Session {
         let mut probe = [0u8; 1];
         loop {
             tokio::select! {
+                // The checkout first: an idle connection is taken without looking at the client.
+                biased;
                 r = &mut checkout => return Some(r),
                 peeked = self.client.rd.peek(&mut probe), if watch_eof => match peeked {
                     Ok(0) | Err(_) => return None,

@@ -2,7 +2,7 @@
 //! StartupMessage, client authentication, and the greeting (AuthenticationOk,
 //! ParameterStatus, BackendKeyData, ReadyForQuery).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -140,7 +140,13 @@ pub async fn authenticate(
         return Ok(rest);
     }
     let stored = users.and_then(|u| u.get(user));
-    let (mut auth, mut request) = ClientAuthenticator::start(clients.auth, user, stored.as_ref());
+    // A plain password in the users file means PBKDF2 for SCRAM: off the event loop.
+    let (method, who) = (clients.auth, user.to_string());
+    let (mut auth, mut request) = tokio::task::spawn_blocking(move || {
+        ClientAuthenticator::start(method, &who, stored.as_ref())
+    })
+    .await
+    .map_err(|_| Refusal::new(sqlstate::INTERNAL_ERROR, "authentication failed"))?;
     let mut reader = FrameReader::with_buffer(rest, MAX_AUTH_MESSAGE, is_frontend_tag);
     let gone = || {
         Refusal::new(
@@ -237,7 +243,7 @@ pub fn login(params: &[(String, String)], pools: &Pools) -> Result<Login, Refusa
 
 /// The server parameters to report at login: cached from an earlier server connection, or
 /// fetched by checking one out.
-pub async fn server_params(login: &Login) -> Result<HashMap<String, String>, Refusal> {
+pub async fn server_params(login: &Login) -> Result<BTreeMap<String, String>, Refusal> {
     if let Some(p) = login
         .db
         .server_params
@@ -284,7 +290,7 @@ pub fn checkout_refusal(e: CheckoutError<ConnectError>) -> Refusal {
 /// The greeting after a successful login.
 pub fn greeting(
     login: &Login,
-    server: &HashMap<String, String>,
+    server: &BTreeMap<String, String>,
     cancel: &CancelHandle,
 ) -> BytesMut {
     let mut out = BytesMut::new();

@@ -1,6 +1,6 @@
 //! An open, logged-in server connection.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -74,7 +74,7 @@ pub struct ServerConn {
     pub(crate) stream: ServerStream,
     pub(crate) reader: FrameReader,
     /// Server parameters (ParameterStatus), kept current as the proxy forwards messages.
-    pub params: HashMap<String, String>,
+    pub params: BTreeMap<String, String>,
     /// Where cancel requests for this backend go.
     pub cancel: CancelTarget,
     /// When the connection was opened (for pool_recycle).
@@ -90,7 +90,7 @@ impl ServerConn {
         Self {
             stream,
             reader: server_reader(),
-            params: HashMap::new(),
+            params: BTreeMap::new(),
             cancel,
             created: Instant::now(),
             statements: crate::prepared::ServerStatements::new(),

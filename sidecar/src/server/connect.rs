@@ -1,7 +1,7 @@
 //! [`Connector`]: the one place that opens a server connection. The circuit breaker wraps
 //! [`Connector::connect`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,7 +196,7 @@ impl Connector {
         let mut conn = ServerConn {
             stream,
             reader: server_reader(),
-            params: HashMap::new(),
+            params: BTreeMap::new(),
             cancel: CancelTarget {
                 addr: peer,
                 pid: 0,
@@ -287,10 +287,18 @@ impl Connector {
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or(ServerError::Unexpected('R'))?;
-                            s.update(&body).map_err(ServerError::Io)?;
+                            let mut s = scram.take().ok_or(ServerError::Unexpected('R'))?;
+                            // PBKDF2 (thousands of HMACs): off the event loop.
+                            let (s, updated) = tokio::task::spawn_blocking(move || {
+                                let r = s.update(&body);
+                                (s, r)
+                            })
+                            .await
+                            .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+                            updated.map_err(ServerError::Io)?;
                             frontend::sasl_response(s.message(), &mut out)
                                 .map_err(ServerError::Io)?;
+                            scram = Some(s);
                         }
                         12 => {
                             let s = scram.as_mut().ok_or(ServerError::Unexpected('R'))?;

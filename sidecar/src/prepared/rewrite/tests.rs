@@ -515,3 +515,25 @@ fn a_close_the_server_skipped_keeps_the_name() {
     );
     assert_eq!(seen, "2CZ");
 }
+
+/// SQL that may drop prepared statements: any DISCARD or DEALLOC..., in any case, anywhere.
+#[test]
+fn statements_may_be_dropped_by_discard_or_deallocate_anywhere() {
+    let table: [(&[u8], bool); 7] = [
+        (b"DISCARD ALL", true),
+        (b"select 1; deallocate prepare x", true),
+        (b"DO $$ BEGIN EXECUTE 'Dealloc' || 'ate all'; END $$", true),
+        (b"SELECT d FROM dd WHERE ddd = 'discar'", false),
+        (b"SELECT 1", false),
+        (b"discar", false),
+        (b"", false),
+    ];
+    for (sql, want) in table {
+        assert_eq!(
+            super::may_drop_statements(sql),
+            want,
+            "{}",
+            String::from_utf8_lossy(sql)
+        );
+    }
+}
