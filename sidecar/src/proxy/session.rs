@@ -290,12 +290,17 @@ impl Session {
             (
                 "application_name",
                 Some(self.login.application_name.as_str()),
+                server.application_name(),
             ),
-            ("client_encoding", self.login.client_encoding.as_deref()),
+            (
+                "client_encoding",
+                self.login.client_encoding.as_deref(),
+                server.client_encoding(),
+            ),
         ];
-        for (name, value) in want {
+        for (name, value, current) in want {
             if let Some(v) = value
-                && server.params.get(name).map(String::as_str) != Some(v)
+                && current != v
             {
                 sets.push_str(&format!("SET {name} = '{}';", v.replace('\'', "''")));
             }

@@ -81,6 +81,8 @@ pub struct ServerConn {
     pub created: Instant,
     /// The pooler-named prepared statements this backend holds (transaction mode).
     pub statements: crate::prepared::ServerStatements,
+    /// `params`' application_name and client_encoding.
+    pub(crate) client_facing: (String, String),
 }
 
 impl ServerConn {
@@ -94,6 +96,7 @@ impl ServerConn {
             cancel,
             created: Instant::now(),
             statements: crate::prepared::ServerStatements::new(),
+            client_facing: Default::default(),
         }
     }
 
@@ -134,11 +137,28 @@ impl ServerConn {
     pub fn note_parameter(&mut self, body: &[u8]) {
         let mut parts = body.split(|b| *b == 0);
         if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
-            self.params.insert(
+            let (k, v) = (
                 String::from_utf8_lossy(k).into_owned(),
                 String::from_utf8_lossy(v).into_owned(),
             );
+            match k.as_str() {
+                "application_name" => self.client_facing.0.clone_from(&v),
+                "client_encoding" => self.client_facing.1.clone_from(&v),
+                _ => {}
+            }
+            self.params.insert(k, v);
         }
+    }
+
+    /// The server's application_name and client_encoding as last reported, compared at every
+    /// checkout without a map lookup.
+    pub fn application_name(&self) -> &str {
+        &self.client_facing.0
+    }
+
+    /// See [`application_name`](Self::application_name).
+    pub fn client_encoding(&self) -> &str {
+        &self.client_facing.1
     }
 
     /// Whether bytes from the server are waiting unread (e.g. a FATAL from a killed backend).

@@ -204,6 +204,7 @@ impl Connector {
             },
             created: Instant::now(),
             statements: crate::prepared::ServerStatements::new(),
+            client_facing: Default::default(),
         };
         let options = format!(
             "-c statement_timeout={}",
