@@ -29,9 +29,17 @@ fn put_message(out: &mut BytesMut, tag: u8, body: &[u8]) {
     out.put_slice(body);
 }
 
-fn cstr(body: &mut Vec<u8>, s: &str) {
-    body.extend(s.bytes().filter(|b| *b != 0));
-    body.push(0);
+/// `s` as a C string: NUL bytes (which would end it early) left out, then the NUL.
+fn cstr<B: BufMut>(body: &mut B, s: &str) {
+    let s = s.as_bytes();
+    if !s.contains(&0) {
+        body.put_slice(s);
+    } else {
+        for part in s.split(|b| *b == 0) {
+            body.put_slice(part);
+        }
+    }
+    body.put_u8(0);
 }
 
 /// An ErrorResponse (or NoticeResponse for [`Severity::Notice`]).
@@ -73,10 +81,15 @@ pub fn auth_ok(out: &mut BytesMut) {
 
 /// ParameterStatus.
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    let mut body = Vec::new();
-    cstr(&mut body, name);
-    cstr(&mut body, value);
-    put_message(out, b'S', &body);
+    // Written in place: the length is patched in once the body is there.
+    out.reserve(7 + name.len() + value.len());
+    let start = out.len();
+    out.put_u8(b'S');
+    out.put_i32(0);
+    cstr(out, name);
+    cstr(out, value);
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 /// BackendKeyData.
@@ -135,5 +148,24 @@ mod tests {
             .map(|f| f.tag)
             .collect();
         assert_eq!(tags, b"ZRKS");
+    }
+
+    /// ParameterStatus is written in place, its length patched in; a NUL inside a name or
+    /// value (which would end the C string early) is left out.
+    #[test]
+    fn parameter_status_bodies() {
+        let table: [(&str, &str, &[u8]); 3] = [
+            ("a", "b", b"a\0b\0"),
+            ("application_name", "", b"application_name\0\0"),
+            ("x\0y", "v\0", b"xy\0v\0"),
+        ];
+        for (name, value, body) in table {
+            let mut out = BytesMut::from(&b"prefix"[..]);
+            parameter_status(&mut out, name, value);
+            let mut rest = out.split_off(6);
+            let f = decode(&mut rest, 100, is_backend_tag).unwrap().unwrap();
+            assert_eq!((f.tag, &f.body[..]), (b'S', body), "{name:?}");
+            assert!(rest.is_empty());
+        }
     }
 }

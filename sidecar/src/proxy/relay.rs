@@ -112,7 +112,7 @@ pub struct Boundaries {
 /// reference count, no copy) and only read, as a fingerprint, when the query was slow. Bind
 /// parameters are never kept.
 #[derive(Debug)]
-struct QueryTimer {
+pub struct QueryTimer {
     metrics: PoolMetrics,
     threshold: Duration,
     /// Queries and Syncs in flight, oldest first: start time and SQL (a `Q` body or the
@@ -123,6 +123,21 @@ struct QueryTimer {
 }
 
 impl QueryTimer {
+    /// A timer recording into `metrics`; queries of at least `threshold` are slow.
+    pub fn new(metrics: PoolMetrics, threshold: Duration) -> Self {
+        Self {
+            metrics,
+            threshold,
+            in_flight: VecDeque::new(),
+            batch: None,
+        }
+    }
+
+    /// A new slow_query_threshold (after a reload).
+    pub fn set_threshold(&mut self, threshold: Duration) {
+        self.threshold = threshold;
+    }
+
     fn client_sent(&mut self, f: &Frame) {
         match f.tag {
             b'Q' => self
@@ -191,15 +206,19 @@ impl Boundaries {
         self
     }
 
-    /// Also time every query into `metrics`; queries of at least `threshold` are slow.
-    pub fn with_query_metrics(mut self, metrics: Option<PoolMetrics>, threshold: Duration) -> Self {
-        self.queries = metrics.map(|metrics| QueryTimer {
-            metrics,
-            threshold,
-            in_flight: VecDeque::new(),
-            batch: None,
-        });
+    /// Time every query with `timer` (a session keeps one across its transactions, so its
+    /// queue is not allocated anew for each).
+    pub fn with_query_timer(mut self, timer: Option<QueryTimer>) -> Self {
+        self.queries = timer;
         self
+    }
+
+    /// Take the query timer back, with nothing in flight.
+    pub fn take_query_timer(&mut self) -> Option<QueryTimer> {
+        let mut timer = self.queries.take()?;
+        timer.in_flight.clear();
+        timer.batch = None;
+        Some(timer)
     }
 
     /// Idle, outside a transaction, nothing in flight.
@@ -542,7 +561,8 @@ mod tests {
         ];
         for (i, (sent, readies, threshold, want)) in cases.into_iter().enumerate() {
             let m = crate::metrics::Metrics::new();
-            let mut b = Boundaries::new().with_query_metrics(Some(m.pool("db")), threshold);
+            let mut b =
+                Boundaries::new().with_query_timer(Some(QueryTimer::new(m.pool("db"), threshold)));
             for f in sent {
                 b.client_sent(f);
             }

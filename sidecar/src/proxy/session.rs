@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
 use super::pools::{Pools, ServerManager};
-use super::relay::{Boundaries, ClientIo, Outcome, Relaying, relay};
+use super::relay::{Boundaries, ClientIo, Outcome, QueryTimer, Relaying, relay};
 use super::startup::{self, Login, Refusal, Startup};
 use crate::auth::SharedAuthFile;
 use crate::config::{Config, PoolMode};
@@ -109,6 +109,8 @@ struct Session {
     phase: watch::Receiver<Phase>,
     /// Transaction mode with `max_prepared_statements` > 0: the client's named statements.
     prepared: Option<Tracking>,
+    /// Kept between transactions (see [`Boundaries::with_query_timer`]).
+    query_timer: Option<QueryTimer>,
 }
 
 enum Next {
@@ -130,6 +132,7 @@ impl Session {
             } else {
                 None
             },
+            query_timer: None,
             ctx,
         }
     }
@@ -325,8 +328,20 @@ impl Session {
         if let Some(t) = &mut self.prepared {
             t.set_limit(limit);
         }
+        let timer = match self.query_timer.take() {
+            Some(mut t) => {
+                t.set_threshold(threshold);
+                Some(t)
+            }
+            None => self
+                .login
+                .db
+                .metrics
+                .clone()
+                .map(|m| QueryTimer::new(m, threshold)),
+        };
         let mut b = Boundaries::new()
-            .with_query_metrics(self.login.db.metrics.clone(), threshold)
+            .with_query_timer(timer)
             .with_tracked_statements(self.prepared.is_some());
         let session_mode = self.mode == PoolMode::Session;
         let outcome = relay(
@@ -342,6 +357,7 @@ impl Session {
             self.prepared.as_mut(),
         )
         .await;
+        self.query_timer = b.take_query_timer();
         self.ctx.counters.add_transactions(b.completed);
         if let Some(m) = &self.login.db.metrics {
             for _ in 0..b.completed {

@@ -243,7 +243,7 @@ pub fn login(params: &[(String, String)], pools: &Pools) -> Result<Login, Refusa
 
 /// The server parameters to report at login: cached from an earlier server connection, or
 /// fetched by checking one out.
-pub async fn server_params(login: &Login) -> Result<BTreeMap<String, String>, Refusal> {
+pub async fn server_params(login: &Login) -> Result<Arc<BTreeMap<String, String>>, Refusal> {
     if let Some(p) = login
         .db
         .server_params
@@ -259,7 +259,7 @@ pub async fn server_params(login: &Login) -> Result<BTreeMap<String, String>, Re
         .checkout(&login.application_name)
         .await
         .map_err(checkout_refusal)?;
-    let params = c.conn().params.clone();
+    let params = Arc::new(c.conn().params.clone());
     c.release(true);
     *login
         .db
@@ -293,15 +293,11 @@ pub fn greeting(
     server: &BTreeMap<String, String>,
     cancel: &CancelHandle,
 ) -> BytesMut {
-    let mut out = BytesMut::new();
+    let mut out = BytesMut::with_capacity(512);
     build::auth_ok(&mut out);
-    let mut params: Vec<(&str, &str)> = server
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    params.sort();
-    for (k, v) in params {
-        let v = match k {
+    // In name order (a BTreeMap's), as before.
+    for (k, v) in server {
+        let v = match k.as_str() {
             "application_name" => login.application_name.as_str(),
             "client_encoding" => login.client_encoding.as_deref().unwrap_or(v),
             _ => v,
