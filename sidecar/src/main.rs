@@ -119,6 +119,11 @@ fn serve(cfg: config::Config, source: config::ReloadSource) -> ExitCode {
         b.worker_threads(cfg.worker_threads as usize);
         b
     };
+    tracing::info!(
+        worker_threads = cfg.worker_threads,
+        "serving clients on {} thread(s)",
+        cfg.worker_threads
+    );
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -48,6 +48,14 @@ impl SidecarBackend {
         if next.listen != live.listen || next.admin_listen != live.admin_listen {
             tracing::warn!("listen and admin_listen changes take effect at the next restart");
         }
+        if next.worker_threads != live.worker_threads {
+            tracing::warn!(
+                running = live.worker_threads,
+                configured = next.worker_threads,
+                "worker_threads changes take effect at the next restart"
+            );
+            next.worker_threads = live.worker_threads;
+        }
         match self.pools.apply(&next) {
             Ok(()) => {
                 tracing::info!(
