@@ -31,7 +31,8 @@ pub struct ClientIo {
     pub wr: OwnedWriteHalf,
     /// Frames from the client.
     pub reader: FrameReader,
-    /// Empty buffers for what goes to the server and to the client, kept from the last relay.
+    /// Buffers for what goes to the server and to the client, kept between relays (each relay
+    /// empties them first, and drops one grown past [`KEEP_BUFFER_BYTES`]).
     spare: (BytesMut, BytesMut),
 }
 
@@ -291,41 +292,22 @@ pub async fn relay(
     b: &mut Boundaries,
     how: Relaying,
     phase: &mut watch::Receiver<Phase>,
-    prepared: Option<&mut Tracking>,
+    mut prepared: Option<&mut Tracking>,
 ) -> Outcome {
-    let (mut to_server, mut to_client) = std::mem::take(&mut client.spare);
-    let outcome = relay_with(
-        client,
-        server,
-        first,
-        b,
-        how,
-        phase,
-        prepared,
-        (&mut to_server, &mut to_client),
-    )
-    .await;
-    for buf in [&mut to_server, &mut to_client] {
+    // The client's own fields, borrowed apart, so the output buffers it keeps between
+    // transactions can be written while its socket is read.
+    let ClientIo {
+        rd,
+        wr,
+        reader,
+        spare: (to_server, to_client),
+    } = client;
+    for buf in [&mut *to_server, &mut *to_client] {
         buf.clear();
         if buf.capacity() > KEEP_BUFFER_BYTES {
             *buf = BytesMut::new();
         }
     }
-    client.spare = (to_server, to_client);
-    outcome
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn relay_with(
-    client: &mut ClientIo,
-    server: &mut ServerConn,
-    first: Option<Frame>,
-    b: &mut Boundaries,
-    how: Relaying,
-    phase: &mut watch::Receiver<Phase>,
-    mut prepared: Option<&mut Tracking>,
-    (to_server, to_client): (&mut BytesMut, &mut BytesMut),
-) -> Outcome {
     let Relaying {
         session_mode,
         idle_in_transaction,
@@ -387,18 +369,18 @@ async fn relay_with(
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = client.send(to_client).await;
+                            let _ = wr.write_all(to_client).await;
                             return Outcome::ServerFailed(e);
                         }
                     }
                 }
-                if client.send(to_client).await.is_err() {
+                if wr.write_all(to_client).await.is_err() {
                     return Outcome::ClientGone { clean: false };
                 }
                 to_client.clear();
                 last_activity = tokio::time::Instant::now();
             }
-            r = client.read() => {
+            r = reader.read_frame(rd) => {
                 let f = match r {
                     Ok(Some(f)) => f,
                     Ok(None) | Err(ReadError::Io(_)) => return Outcome::ClientGone { clean: b.is_clean() },
@@ -419,7 +401,7 @@ async fn relay_with(
                     b.client_sent(&f);
                     to_server_frame(f, prepared.as_deref_mut(), server, to_server);
                     if to_server.len() < CLIENT_FLUSH_BYTES {
-                        match client.reader.try_frame() {
+                        match reader.try_frame() {
                             Ok(n) => next = n,
                             Err(e) => return Outcome::Protocol(e),
                         }
