@@ -309,7 +309,7 @@ impl Rewriter {
         server: &mut ServerStatements,
         out: &mut BytesMut,
     ) {
-        let sql = &f.body[..memchr::memchr(0, &f.body).unwrap_or(f.body.len())];
+        let sql = crate::protocol::sql::query_sql(&f.body);
         let tag = match deallocate::parse(sql) {
             Some(Deallocate::All) => {
                 client.clear();

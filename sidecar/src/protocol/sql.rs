@@ -30,6 +30,11 @@ const ANYWHERE: &[&str] = &[
     "session_authorization",
 ];
 
+/// The SQL of a simple Query message's body: the text before its terminating NUL.
+pub fn query_sql(body: &[u8]) -> &[u8] {
+    &body[..memchr::memchr(0, body).unwrap_or(body.len())]
+}
+
 /// Byte classes for the scan: one table lookup per byte instead of a chain of tests.
 const OTHER: u8 = 0;
 const LETTER: u8 = 1; // a-z A-Z _ : starts or continues a word
@@ -162,6 +167,18 @@ fn listed(list: &[&str], lengths: u64, word: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_sql_stops_at_the_terminating_nul() {
+        let table: [(&[u8], &[u8]); 3] = [
+            (b"SELECT 1\0", b"SELECT 1"),
+            (b"no terminator", b"no terminator"),
+            (b"\0", b""),
+        ];
+        for (body, want) in table {
+            assert_eq!(query_sql(body), want);
+        }
+    }
 
     #[test]
     fn table() {

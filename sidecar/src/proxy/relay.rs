@@ -14,7 +14,7 @@ use crate::metrics::PoolMetrics;
 use crate::prepared::{ServerAction, Tracking};
 use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
 use crate::protocol::io::{FrameReader, ReadError};
-use crate::protocol::sql::changes_session_state;
+use crate::protocol::sql::{changes_session_state, query_sql};
 use crate::server::{ServerConn, ServerError};
 
 /// Flush what we have for the client once this much is buffered.
@@ -173,7 +173,7 @@ impl QueryTimer {
         }
         // Slow: only now read the text, and only to fingerprint it.
         let sql_bytes: &[u8] = if simple {
-            body.split(|b| *b == 0).next().unwrap_or(&[])
+            query_sql(&body)
         } else {
             // Parse: statement name \0 query \0 ...
             body.split(|b| *b == 0).nth(1).unwrap_or(&[])
@@ -240,7 +240,7 @@ impl Boundaries {
         match f.tag {
             b'Q' => {
                 self.pending += 1;
-                let sql = &f.body[..memchr::memchr(0, &f.body).unwrap_or(f.body.len())];
+                let sql = query_sql(&f.body);
                 self.dirty |= changes_session_state(sql);
             }
             b'S' => {

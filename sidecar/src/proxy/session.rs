@@ -328,18 +328,13 @@ impl Session {
         if let Some(t) = &mut self.prepared {
             t.set_limit(limit);
         }
-        let timer = match self.query_timer.take() {
-            Some(mut t) => {
-                t.set_threshold(threshold);
-                Some(t)
-            }
-            None => self
-                .login
-                .db
-                .metrics
-                .clone()
-                .map(|m| QueryTimer::new(m, threshold)),
-        };
+        let mut timer = self.query_timer.take().or_else(|| {
+            let metrics = self.login.db.metrics.clone();
+            metrics.map(|m| QueryTimer::new(m, threshold))
+        });
+        if let Some(t) = &mut timer {
+            t.set_threshold(threshold);
+        }
         let mut b = Boundaries::new()
             .with_query_timer(timer)
             .with_tracked_statements(self.prepared.is_some());
