@@ -18,21 +18,22 @@ pub enum ServerStream {
 }
 
 impl ServerStream {
-    /// Whether nothing has arrived on the socket and the peer has not closed it (no round
-    /// trip). A terminated backend leaves its FATAL and an end of stream; TLS records (a
-    /// close_notify) count as something arrived. The event loop's readiness answers first,
-    /// without a system call: only a socket it saw become readable since the last read is
-    /// peeked at (one non-blocking peek, which clears the readiness if nothing is there).
+    /// Whether nothing has arrived on the socket and the peer has not closed it, by one
+    /// non-blocking peek (no round trip). A terminated backend leaves its FATAL and an end of
+    /// stream; TLS records (a close_notify) count as something arrived. The kernel is asked,
+    /// not the event loop's readiness: that lags until the loop next polls, and a connection
+    /// whose server died in between would be handed out (tried in e69d87f, and
+    /// `breaker_opens_fails_fast_and_recovers` caught a client losing its connection).
     pub fn quiet(&self) -> bool {
         let tcp = match self {
             ServerStream::Plain(s) => s,
             ServerStream::Tls(s) => s.get_ref().0,
         };
-        let peeked = tcp.try_io(tokio::io::Interest::READABLE, || {
-            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            socket2::SockRef::from(tcp).peek(&mut probe)
-        });
-        matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(tcp).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
     }
 }
 
