@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::deallocate::{self, Deallocate};
 use super::statements::{ClientStatements, ServerStatements, Statement};
 use crate::protocol::frame::Frame;
+use crate::protocol::sql::may_drop_statements;
 
 /// A name no statement has (pooler names are `pw_` and 32 hex digits): closing it is a no-op
 /// the server answers with CloseComplete, in order, standing in for a reply made here.
@@ -331,14 +332,14 @@ impl Rewriter {
         self.open_segment().empty_query_tag = Some(tag);
     }
 
-    /// What to do with one message from the server.
+    /// What to do with one message (of type `tag`) from the server.
     pub fn server_message(
         &mut self,
-        f: &Frame,
+        tag: u8,
         client: &mut ClientStatements,
         server: &mut ServerStatements,
     ) -> ServerAction {
-        match f.tag {
+        match tag {
             b'1' | b'3' => {
                 let Some(e) = self
                     .segments
@@ -406,18 +407,6 @@ fn undo(left: Vec<Expect>, client: &mut ClientStatements, server: &mut ServerSta
             client.undo_close(name, statement);
         }
     }
-}
-
-/// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in a
-/// form not answered here). Errs on the side of yes.
-fn may_drop_statements(sql: &[u8]) -> bool {
-    // Both words start with a d: only there is a comparison made (memchr2 measured ~150
-    // instructions per pgbench query fewer than a plain loop).
-    memchr::memchr2_iter(b'd', b'D', sql).any(|i| {
-        sql.get(i..i + 7).is_some_and(|w| {
-            w.eq_ignore_ascii_case(b"discard") || w.eq_ignore_ascii_case(b"dealloc")
-        })
-    })
 }
 
 /// The statement name of a Describe/Close body aimed at a named statement (`S` name \0).

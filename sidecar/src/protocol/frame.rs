@@ -100,19 +100,18 @@ pub fn is_backend_tag(tag: u8) -> bool {
     )
 }
 
-/// Take one complete frame off the front of `buf`, if there is one.
-///
-/// `Ok(None)` means more bytes are needed. The header is checked as soon as it is complete,
-/// so an oversized or malformed message is refused before its body is buffered.
-pub fn decode(
-    buf: &mut BytesMut,
+/// The type byte and wire size (type byte and length included) of the message at the front
+/// of `buf`, once its header is complete: `Ok(None)` while fewer than five bytes are there.
+/// The header is checked as soon as it is complete, so an oversized or malformed message is
+/// refused before its body is buffered.
+pub fn header(
+    buf: &[u8],
     max_len: usize,
     valid_tag: fn(u8) -> bool,
-) -> Result<Option<Frame>, FrameError> {
-    if buf.is_empty() {
+) -> Result<Option<(u8, usize)>, FrameError> {
+    let Some(&tag) = buf.first() else {
         return Ok(None);
-    }
-    let tag = buf[0];
+    };
     if !valid_tag(tag) {
         return Err(FrameError::UnknownType(tag as char));
     }
@@ -130,7 +129,20 @@ pub fn decode(
             limit: max_len,
         });
     }
-    let total = total as usize;
+    Ok(Some((tag, total as usize)))
+}
+
+/// Take one complete frame off the front of `buf`, if there is one.
+///
+/// `Ok(None)` means more bytes are needed (room for them is reserved); see [`header`].
+pub fn decode(
+    buf: &mut BytesMut,
+    max_len: usize,
+    valid_tag: fn(u8) -> bool,
+) -> Result<Option<Frame>, FrameError> {
+    let Some((tag, total)) = header(buf, max_len, valid_tag)? else {
+        return Ok(None);
+    };
     if buf.len() < total {
         buf.reserve(total - buf.len());
         return Ok(None);

@@ -1,10 +1,10 @@
 //! Reading whole frames from an async stream. Cancel-safe: all state lives in the buffer, so
 //! a `read_frame` future may be dropped in a `select!` without losing bytes.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::frame::{Frame, FrameError, decode};
+use super::frame::{Frame, FrameError, decode, header};
 
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,9 @@ pub enum ReadError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// Room made for a read when nothing bigger is awaited.
+const READ_ROOM: usize = 4096;
 
 /// A frame reader: a buffer, a size limit and the set of valid type bytes.
 #[derive(Debug)]
@@ -57,6 +60,37 @@ impl FrameReader {
     /// Whether bytes are buffered.
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()
+    }
+
+    /// The bytes read and not yet taken, for handling messages in place.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The complete message at `offset` in [`buffered`](Self::buffered): its type byte and
+    /// wire size. `Ok(None)` when it is not all there yet.
+    pub fn message_at(&self, offset: usize) -> Result<Option<(u8, usize)>, FrameError> {
+        let rest = &self.buf[offset..];
+        Ok(header(rest, self.max_len, self.valid_tag)?.filter(|(_, total)| rest.len() >= *total))
+    }
+
+    /// Drop `n` bytes (messages handled in place) from the front.
+    pub fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    /// Read what the stream has into the buffer, making room for the message at the end of
+    /// the buffer if it is bigger; `Ok(false)` at end of stream. Cancel-safe.
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<bool, ReadError> {
+        // The message whose bytes are incomplete is the one after the last complete one.
+        let mut at = 0;
+        while let Some((_, total)) = self.message_at(at)? {
+            at += total;
+        }
+        let partial = header(&self.buf[at..], self.max_len, self.valid_tag)?;
+        let missing = partial.map_or(0, |(_, total)| (at + total) - self.buf.len());
+        self.buf.reserve(missing.max(READ_ROOM));
+        Ok(r.read_buf(&mut self.buf).await? > 0)
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between messages.

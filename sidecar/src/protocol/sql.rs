@@ -30,6 +30,76 @@ const ANYWHERE: &[&str] = &[
     "session_authorization",
 ];
 
+/// A substring found by one byte of it (its marker), then confirmed by the text around it,
+/// ignoring ASCII case.
+struct Part {
+    before: &'static [u8],
+    marker: u8,
+    after: &'static [u8],
+}
+
+const fn part(before: &'static str, marker: u8, after: &'static str) -> Part {
+    Part {
+        before: before.as_bytes(),
+        marker,
+        after: after.as_bytes(),
+    }
+}
+
+/// Substrings one of which every [`ANYWHERE`] word contains (a test checks it): text with none
+/// of them, in any case and wherever it stands, has no such word.
+const ANYWHERE_PARTS: &[Part] = &[
+    part("tem", b'p', ""),
+    part("set", b'_', "config"),
+    part("advisory", b'_', "lock"),
+    part("session", b'_', "authorization"),
+];
+/// Substrings of SQL that may deallocate prepared statements (`DISCARD`, `DEALLOCATE`).
+const DROP_PARTS: &[Part] = &[part("", b'd', "iscard"), part("", b'd', "ealloc")];
+
+/// Marker bytes, so one table lookup per byte passes over all the others.
+const SEMI_MARK: u8 = 1;
+const ANYWHERE_MARK: u8 = 2;
+const DROP_MARK: u8 = 4;
+const MARKS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b';' as usize] = SEMI_MARK;
+    let mut i = 0;
+    while i < ANYWHERE_PARTS.len() {
+        let m = ANYWHERE_PARTS[i].marker;
+        t[m as usize] |= ANYWHERE_MARK;
+        t[m.to_ascii_uppercase() as usize] |= ANYWHERE_MARK;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < DROP_PARTS.len() {
+        let m = DROP_PARTS[i].marker;
+        t[m as usize] |= DROP_MARK;
+        t[m.to_ascii_uppercase() as usize] |= DROP_MARK;
+        i += 1;
+    }
+    t
+};
+
+/// Whether one of `parts` has its marker at `sql[i]`.
+fn part_at(sql: &[u8], i: usize, parts: &[Part]) -> bool {
+    let marker = sql[i].to_ascii_lowercase();
+    parts.iter().any(|p| {
+        p.marker == marker
+            && i >= p.before.len()
+            && sql[i - p.before.len()..i].eq_ignore_ascii_case(p.before)
+            && sql
+                .get(i + 1..i + 1 + p.after.len())
+                .is_some_and(|a| a.eq_ignore_ascii_case(p.after))
+    })
+}
+
+/// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in any
+/// form or place). Errs on the side of yes.
+pub fn may_drop_statements(sql: &[u8]) -> bool {
+    (0..sql.len()).any(|i| MARKS[sql[i] as usize] & DROP_MARK != 0 && part_at(sql, i, DROP_PARTS))
+}
+
 /// The SQL of a simple Query message's body: the text before its terminating NUL.
 pub fn query_sql(body: &[u8]) -> &[u8] {
     &body[..memchr::memchr(0, body).unwrap_or(body.len())]
@@ -88,6 +158,50 @@ const ANYWHERE_LENGTHS: u64 = lengths(ANYWHERE);
 /// Whether `sql` may leave session state behind. Works on the raw bytes: keywords are ASCII,
 /// so any other byte is just not part of one (no UTF-8 decoding, no copy).
 pub fn changes_session_state(sql: &[u8]) -> bool {
+    quick_answer(sql).unwrap_or_else(|| full_scan(sql))
+}
+
+/// The answer for the common query, one statement, without walking it word by word: its
+/// first word, then one pass looking only at the bytes that can be part of an [`ANYWHERE`]
+/// word. `None` when only [`full_scan`] can tell (more than
+/// one statement, a leading comment, a listed substring somewhere).
+fn quick_answer(sql: &[u8]) -> Option<bool> {
+    let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
+    match CLASS[sql[start] as usize] {
+        DASH | SLASH => return None,
+        LETTER => {
+            let len = sql[start..]
+                .iter()
+                .position(|b| !matches!(CLASS[*b as usize], LETTER | DIGIT))
+                .unwrap_or(sql.len() - start);
+            if listed(LEADING, LEADING_LENGTHS, &sql[start..start + len]) {
+                return Some(true);
+            }
+        }
+        _ => {}
+    }
+    for (i, &c) in sql.iter().enumerate() {
+        let mark = MARKS[c as usize];
+        if mark & SEMI_MARK != 0 {
+            // One statement: nothing but white space and semicolons after the first one.
+            if sql[i..]
+                .iter()
+                .all(|b| *b == b';' || b.is_ascii_whitespace())
+            {
+                break;
+            }
+            return None;
+        }
+        if mark & ANYWHERE_MARK != 0 && part_at(sql, i, ANYWHERE_PARTS) {
+            return None;
+        }
+    }
+    Some(false)
+}
+
+/// The whole scan: statement by statement, skipping literals, quoted identifiers and
+/// comments.
+fn full_scan(sql: &[u8]) -> bool {
     let b = sql;
     let mut i = 0;
     let mut at_statement_start = true;
@@ -181,6 +295,47 @@ mod tests {
     }
 
     #[test]
+    fn every_anywhere_word_contains_a_searched_part() {
+        for word in ANYWHERE {
+            assert!(
+                ANYWHERE_PARTS.iter().any(|p| {
+                    let mut part = p.before.to_vec();
+                    part.push(p.marker);
+                    part.extend_from_slice(p.after);
+                    word.as_bytes().windows(part.len()).any(|w| w == part)
+                }),
+                "{word} would slip past the quick answer"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The quick answer, where it gives one, is the full scan's, for text made of the
+        /// pieces that matter to either (keywords in any case, quotes, comments, semicolons).
+        #[test]
+        fn quick_answer_agrees_with_the_full_scan(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "SET", "set", "Reset", "LISTEN", "temp", "TEMPORARY", "Set_Config",
+                    "pg_advisory_lock", "session_authorization", "select", "abalance", "x",
+                    "1", " ", "\n", "(", ")", ";", "'", "\"", "--", "/*", "*/", "-", "/", "$$",
+                    "é", "_", "=", "''",
+                ]),
+                0..12,
+            ),
+            upper in proptest::bool::ANY,
+        ) {
+            let mut sql = pieces.concat();
+            if upper {
+                sql = sql.to_uppercase();
+            }
+            if let Some(quick) = quick_answer(sql.as_bytes()) {
+                proptest::prop_assert_eq!(quick, full_scan(sql.as_bytes()), "{}", sql);
+            }
+        }
+    }
+
+    #[test]
     fn table() {
         let table = [
             ("SET search_path = x", true),
@@ -215,6 +370,7 @@ mod tests {
         ];
         for (sql, want) in table {
             assert_eq!(changes_session_state(sql.as_bytes()), want, "{sql}");
+            assert_eq!(full_scan(sql.as_bytes()), want, "full scan: {sql}");
         }
     }
 }

@@ -110,21 +110,19 @@ fn parse_params(body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
     let Some((&0, pairs)) = pairs.split_last() else {
         return Err(StartupError::Malformed);
     };
-    let parts: Vec<&[u8]> = pairs.split(|b| *b == 0).collect();
-    if !parts.len().is_multiple_of(2) {
-        return Err(StartupError::Malformed);
+    fn text(b: &[u8]) -> Result<&str, StartupError> {
+        std::str::from_utf8(b).map_err(|_| StartupError::Malformed)
     }
-    parts
-        .chunks(2)
-        .map(|kv| {
-            let k = std::str::from_utf8(kv[0]).map_err(|_| StartupError::Malformed)?;
-            let v = std::str::from_utf8(kv[1]).map_err(|_| StartupError::Malformed)?;
-            if k.is_empty() {
-                return Err(StartupError::Malformed);
-            }
-            Ok((k.to_string(), v.to_string()))
-        })
-        .collect()
+    let mut parts = pairs.split(|b| *b == 0);
+    let mut params = Vec::with_capacity(4);
+    while let Some(k) = parts.next() {
+        let v = parts.next().ok_or(StartupError::Malformed)?;
+        if k.is_empty() {
+            return Err(StartupError::Malformed);
+        }
+        params.push((text(k)?.to_string(), text(v)?.to_string()));
+    }
+    Ok(params)
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ pub struct DbPool {
     pub pool: Pool<ServerManager>,
     /// Server parameters (server_version ...) reported to clients at login, from the first
     /// server connection.
-    pub server_params: Mutex<Option<Arc<std::collections::BTreeMap<String, String>>>>,
+    pub server_params: Mutex<Option<Arc<super::startup::ReportedParams>>>,
     /// This database's metric handles, when the process exports metrics.
     pub metrics: Option<PoolMetrics>,
 }

@@ -17,8 +17,8 @@ use crate::protocol::io::{FrameReader, ReadError};
 use crate::protocol::sql::{changes_session_state, query_sql};
 use crate::server::{ServerConn, ServerError};
 
-/// Flush what we have for the client once this much is buffered.
-const CLIENT_FLUSH_BYTES: usize = 64 * 1024;
+/// Write what is gathered for the server once this much is buffered.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// Output buffers kept between transactions up to this size, so a transaction allocates none.
 const KEEP_BUFFER_BYTES: usize = 16 * 1024;
@@ -260,14 +260,14 @@ impl Boundaries {
         }
     }
 
-    /// Note a message the server sends.
-    pub fn server_sent(&mut self, f: &Frame) {
-        if f.tag == b'Z' {
+    /// Note a message (type byte and body) the server sends.
+    pub fn server_sent(&mut self, tag: u8, body: &[u8]) {
+        if tag == b'Z' {
             if let Some(q) = &mut self.queries {
                 q.ready();
             }
             self.pending = self.pending.saturating_sub(1);
-            self.status = f.body.first().copied().unwrap_or(b'I');
+            self.status = body.first().copied().unwrap_or(b'I');
             if self.status == b'I' {
                 self.completed += 1;
             }
@@ -322,9 +322,11 @@ pub async fn relay(
     }
     // One idle-in-transaction timer per relay, moved on lazily from the last message: a fresh
     // timer per message would register and cancel a timer-wheel entry for every message.
-    let idle_timer = tokio::time::sleep(idle_in_transaction);
-    tokio::pin!(idle_timer);
+    // The clock is read again only when the client's turn inside a transaction begins: the
+    // timer is off while a query runs or the connection is outside a transaction.
     let mut last_activity = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep_until(last_activity + idle_in_transaction);
+    tokio::pin!(idle_timer);
     // The first change of phase is awaited by one future for the whole relay, so waiting for
     // it costs nothing per message; after it (shutdown has begun) each turn waits afresh.
     phase.borrow_and_update();
@@ -350,35 +352,37 @@ pub async fn relay(
         let idle_tx = b.idle_in_transaction();
         tokio::select! {
             biased;
-            r = server.read() => {
-                let f = match r {
-                    Ok(f) => f,
-                    Err(e) => return Outcome::ServerFailed(e),
-                };
-                b.server_sent(&f);
-                to_client_frame(f, prepared.as_deref_mut(), server, to_client);
-                // Take whatever else is already buffered, then write once.
-                loop {
-                    if to_client.len() >= CLIENT_FLUSH_BYTES {
-                        break;
-                    }
-                    match server.try_read() {
-                        Ok(Some(f)) => {
-                            b.server_sent(&f);
-                            to_client_frame(f, prepared.as_deref_mut(), server, to_client);
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = wr.write_all(to_client).await;
-                            return Outcome::ServerFailed(e);
-                        }
-                    }
+            r = server.fill() => {
+                if let Err(e) = r {
+                    return Outcome::ServerFailed(e);
                 }
-                if wr.write_all(to_client).await.is_err() {
+                // The server's messages go on from its read buffer; only a reply the pooler
+                // drops or replaces makes a copy.
+                let (tail, failure) = server.relay_buffered(to_client, |tag, body, statements| {
+                    b.server_sent(tag, body);
+                    match prepared.as_deref_mut() {
+                        Some(t) => t.rewriter.server_message(tag, &mut t.client, statements),
+                        None => ServerAction::Forward,
+                    }
+                });
+                let rest = &server.buffered()[tail.clone()];
+                let sent = if to_client.is_empty() {
+                    wr.write_all(rest).await
+                } else {
+                    to_client.extend_from_slice(rest);
+                    wr.write_all(to_client).await
+                };
+                server.consume(tail.end);
+                to_client.clear();
+                if let Some(e) = failure {
+                    return Outcome::ServerFailed(e);
+                }
+                if sent.is_err() {
                     return Outcome::ClientGone { clean: false };
                 }
-                to_client.clear();
-                last_activity = tokio::time::Instant::now();
+                if b.idle_in_transaction() {
+                    last_activity = tokio::time::Instant::now();
+                }
             }
             r = reader.read_frame(rd) => {
                 let f = match r {
@@ -400,7 +404,7 @@ pub async fn relay(
                     }
                     b.client_sent(&f);
                     to_server_frame(f, prepared.as_deref_mut(), server, to_server);
-                    if to_server.len() < CLIENT_FLUSH_BYTES {
+                    if to_server.len() < FLUSH_BYTES {
                         match reader.try_frame() {
                             Ok(n) => next = n,
                             Err(e) => return Outcome::Protocol(e),
@@ -411,7 +415,9 @@ pub async fn relay(
                     return Outcome::ServerFailed(e);
                 }
                 to_server.clear();
-                last_activity = tokio::time::Instant::now();
+                if b.idle_in_transaction() {
+                    last_activity = tokio::time::Instant::now();
+                }
             }
             () = &mut idle_timer, if idle_tx => {
                 let due = last_activity + idle_in_transaction;
@@ -447,27 +453,6 @@ fn to_server_frame(
             .rewriter
             .client_message(f, &mut t.client, &mut server.statements, out),
         None => f.encode(out),
-    }
-}
-
-/// A server message on its way to the client: passed on, dropped (the reply to a message
-/// the pooler added) or replaced.
-fn to_client_frame(
-    f: Frame,
-    prepared: Option<&mut Tracking>,
-    server: &mut ServerConn,
-    out: &mut BytesMut,
-) {
-    let Some(t) = prepared else {
-        return f.encode(out);
-    };
-    match t
-        .rewriter
-        .server_message(&f, &mut t.client, &mut server.statements)
-    {
-        ServerAction::Forward => f.encode(out),
-        ServerAction::Swallow => {}
-        ServerAction::Replace(g) => g.encode(out),
     }
 }
 
@@ -549,7 +534,7 @@ mod tests {
                 b.client_sent(f);
             }
             for _ in 0..readies {
-                b.server_sent(&frame(b'Z', b"I"));
+                b.server_sent(b'Z', b"I");
             }
             assert_eq!(counts(&m), want, "case {i}");
         }
@@ -664,16 +649,16 @@ mod tests {
         assert!(b.is_clean());
         b.client_sent(&f(b'Q', b"BEGIN\0"));
         assert!(!b.is_clean());
-        b.server_sent(&f(b'Z', b"T"));
+        b.server_sent(b'Z', b"T");
         assert!(b.idle_in_transaction());
         b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
         b.client_sent(&f(b'B', b"\0\0\0\0\0\0\0\0"));
         assert!(!b.idle_in_transaction());
         b.client_sent(&f(b'S', b""));
-        b.server_sent(&f(b'Z', b"T"));
+        b.server_sent(b'Z', b"T");
         assert!(b.idle_in_transaction());
         b.client_sent(&f(b'Q', b"COMMIT\0"));
-        b.server_sent(&f(b'Z', b"I"));
+        b.server_sent(b'Z', b"I");
         assert!(b.is_clean());
         assert!(!b.dirty);
         assert_eq!(b.completed, 1, "one transaction ended");
@@ -686,9 +671,9 @@ mod tests {
             b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
             b.client_sent(&f(b'S', b""));
         }
-        b.server_sent(&f(b'Z', b"I"));
+        b.server_sent(b'Z', b"I");
         assert!(!b.is_clean());
-        b.server_sent(&f(b'Z', b"I"));
+        b.server_sent(b'Z', b"I");
         assert!(b.is_clean());
     }
 

@@ -248,9 +248,36 @@ pub fn login(params: &[(String, String)], pools: &Pools) -> Result<Login, Refusa
     })
 }
 
+/// Parameters each client is told its own value of, not the server connection's.
+const PER_CLIENT: [&str; 2] = ["application_name", "client_encoding"];
+
+/// The server parameters reported to clients at login, and the ParameterStatus messages for
+/// those every client is told alike, encoded once for all logins.
+#[derive(Debug)]
+pub struct ReportedParams {
+    /// The server's parameters by name.
+    pub map: BTreeMap<String, String>,
+    /// ParameterStatus for each parameter but the [`PER_CLIENT`] ones, in name order.
+    shared: BytesMut,
+}
+
+impl ReportedParams {
+    /// Encode `map`'s shared messages.
+    pub fn new(map: BTreeMap<String, String>) -> Self {
+        let mut shared = BytesMut::new();
+        for (k, v) in map
+            .iter()
+            .filter(|(k, _)| !PER_CLIENT.contains(&k.as_str()))
+        {
+            build::parameter_status(&mut shared, k, v);
+        }
+        Self { map, shared }
+    }
+}
+
 /// The server parameters to report at login: cached from an earlier server connection, or
 /// fetched by checking one out.
-pub async fn server_params(login: &Login) -> Result<Arc<BTreeMap<String, String>>, Refusal> {
+pub async fn server_params(login: &Login) -> Result<Arc<ReportedParams>, Refusal> {
     if let Some(p) = login
         .db
         .server_params
@@ -266,7 +293,7 @@ pub async fn server_params(login: &Login) -> Result<Arc<BTreeMap<String, String>
         .checkout(&login.application_name)
         .await
         .map_err(checkout_refusal)?;
-    let params = Arc::new(c.conn().params.clone());
+    let params = Arc::new(ReportedParams::new(c.conn().params.clone()));
     c.release(true);
     *login
         .db
@@ -294,22 +321,21 @@ pub fn checkout_refusal(e: CheckoutError<ConnectError>) -> Refusal {
     }
 }
 
-/// The greeting after a successful login.
-pub fn greeting(
-    login: &Login,
-    server: &BTreeMap<String, String>,
-    cancel: &CancelHandle,
-) -> BytesMut {
-    let mut out = BytesMut::with_capacity(512);
+/// The greeting after a successful login: AuthenticationOk, the server's parameters (with the
+/// client's own application_name and client_encoding), BackendKeyData, ReadyForQuery.
+pub fn greeting(login: &Login, server: &ReportedParams, cancel: &CancelHandle) -> BytesMut {
+    let mut out = BytesMut::with_capacity(server.shared.len() + 128);
     build::auth_ok(&mut out);
-    // In name order (a BTreeMap's), as before.
-    for (k, v) in server {
-        let v = match k.as_str() {
-            "application_name" => login.application_name.as_str(),
-            "client_encoding" => login.client_encoding.as_deref().unwrap_or(v),
-            _ => v,
+    out.extend_from_slice(&server.shared);
+    for name in PER_CLIENT {
+        let Some(v) = server.map.get(name) else {
+            continue;
         };
-        build::parameter_status(&mut out, k, v);
+        let v = match name {
+            "application_name" => login.application_name.as_str(),
+            _ => login.client_encoding.as_deref().unwrap_or(v),
+        };
+        build::parameter_status(&mut out, name, v);
     }
     build::backend_key_data(&mut out, cancel.key.0, cancel.key.1);
     build::ready_for_query(&mut out, b'I');

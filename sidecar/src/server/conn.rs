@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -9,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ServerStream;
+use crate::prepared::{ServerAction, ServerStatements};
 use crate::protocol::build::parse_error_fields;
 use crate::protocol::frame::{Frame, is_backend_tag};
 use crate::protocol::io::{FrameReader, ReadError};
@@ -127,6 +129,73 @@ impl ServerConn {
         }
     }
 
+    /// Wait for more bytes from the server (cancel-safe); for [`relay_buffered`](Self::relay_buffered).
+    pub async fn fill(&mut self) -> Result<(), ServerError> {
+        if self.reader.fill(&mut self.stream).await? {
+            Ok(())
+        } else {
+            Err(ServerError::Closed)
+        }
+    }
+
+    /// Pass the complete buffered messages on without copying them: each goes through
+    /// `decide` (type byte, body, the backend's statements) in order; ParameterStatus is noted
+    /// first. What is forwarded unchanged stays in the buffer, so the answer is the range of
+    /// [`buffered`](Self::buffered) still to send after whatever was put in `out` (a dropped
+    /// or replaced message copies the bytes before it there), and a failure on a malformed
+    /// message after the good ones. Call [`consume`](Self::consume) with the range's end once
+    /// the bytes are sent.
+    pub fn relay_buffered(
+        &mut self,
+        out: &mut BytesMut,
+        mut decide: impl FnMut(u8, &[u8], &mut ServerStatements) -> ServerAction,
+    ) -> (Range<usize>, Option<ServerError>) {
+        let Self {
+            reader,
+            params,
+            client_facing,
+            statements,
+            ..
+        } = self;
+        let (mut run, mut at) = (0, 0);
+        let failure = loop {
+            let (tag, total) = match reader.message_at(at) {
+                Ok(Some(m)) => m,
+                Ok(None) => break None,
+                Err(e) => break Some(ServerError::Read(ReadError::Frame(e))),
+            };
+            let buf = reader.buffered();
+            let body = &buf[at + 5..at + total];
+            if tag == b'S' {
+                note_parameter(params, client_facing, body);
+            }
+            match decide(tag, body, statements) {
+                ServerAction::Forward => {}
+                ServerAction::Swallow => {
+                    out.extend_from_slice(&buf[run..at]);
+                    run = at + total;
+                }
+                ServerAction::Replace(f) => {
+                    out.extend_from_slice(&buf[run..at]);
+                    f.encode(out);
+                    run = at + total;
+                }
+            }
+            at += total;
+        };
+        (run..at, failure)
+    }
+
+    /// The bytes read from the server and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        self.reader.buffered()
+    }
+
+    /// Drop `n` relayed bytes from the front of the buffer.
+    pub fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
+    }
+
     /// Write bytes to the server.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
         self.stream.write_all(bytes).await?;
@@ -135,19 +204,7 @@ impl ServerConn {
 
     /// Remember a ParameterStatus body.
     pub fn note_parameter(&mut self, body: &[u8]) {
-        let mut parts = body.split(|b| *b == 0);
-        if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
-            let (k, v) = (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            );
-            match k.as_str() {
-                "application_name" => self.client_facing.0.clone_from(&v),
-                "client_encoding" => self.client_facing.1.clone_from(&v),
-                _ => {}
-            }
-            self.params.insert(k, v);
-        }
+        note_parameter(&mut self.params, &mut self.client_facing, body);
     }
 
     /// The server's application_name and client_encoding as last reported, compared at every
@@ -227,6 +284,28 @@ impl ServerConn {
             let _ = self.stream.shutdown().await;
         })
         .await;
+    }
+}
+
+/// Remember a ParameterStatus body in `params` (and `client_facing`, see
+/// [`ServerConn::application_name`]).
+fn note_parameter(
+    params: &mut BTreeMap<String, String>,
+    client_facing: &mut (String, String),
+    body: &[u8],
+) {
+    let mut parts = body.split(|b| *b == 0);
+    if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+        let (k, v) = (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        );
+        match k.as_str() {
+            "application_name" => client_facing.0.clone_from(&v),
+            "client_encoding" => client_facing.1.clone_from(&v),
+            _ => {}
+        }
+        params.insert(k, v);
     }
 }
 

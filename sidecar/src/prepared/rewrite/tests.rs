@@ -167,7 +167,7 @@ fn run(
     }
     let mut seen = String::new();
     for r in conn.backend.answer(&mut wire) {
-        match rw.server_message(&r, client, &mut conn.cache) {
+        match rw.server_message(r.tag, client, &mut conn.cache) {
             ServerAction::Forward => seen.push(r.tag as char),
             ServerAction::Swallow => {}
             ServerAction::Replace(f) => seen.push(f.tag as char),
@@ -397,7 +397,7 @@ fn close_and_deallocate_forget_only_the_clients_names() {
     let replies = x.backend.answer(&mut out);
     let actions: Vec<ServerAction> = replies
         .iter()
-        .map(|r| rw.server_message(r, &mut client, &mut x.cache))
+        .map(|r| rw.server_message(r.tag, &mut client, &mut x.cache))
         .collect();
     assert_eq!(
         actions,
