@@ -8,13 +8,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
+use super::phase::{Phase, PhaseControl};
 use super::pools::{ObserverFactory, Pools};
-use super::session::{self, Ctx, Phase};
+use super::session::{self, Ctx};
 use super::startup::{self, Refusal, Startup};
 use crate::auth::{AuthFileError, SharedAuthFile};
 use crate::config::{ClientAuth, Config};
@@ -50,7 +51,7 @@ pub struct Proxy {
     config: Arc<ArcSwap<Config>>,
     pools: Arc<Pools>,
     cancels: CancelRegistry,
-    phase: watch::Sender<Phase>,
+    phase: PhaseControl,
     counters: Arc<ProxyCounters>,
     users: Option<Arc<SharedAuthFile>>,
 }
@@ -95,7 +96,7 @@ impl Proxy {
             config: Arc::new(ArcSwap::from_pointee(config)),
             pools,
             cancels: CancelRegistry::default(),
-            phase: watch::channel(Phase::Running).0,
+            phase: PhaseControl::new(),
             counters: Arc::default(),
             users,
         })
@@ -124,7 +125,10 @@ impl Proxy {
     /// Serve clients until `shutdown` completes; then stop accepting, let running
     /// transactions finish for up to `shutdown_timeout`, close everyone with FATAL 57P01 and
     /// close the pools.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
         let Proxy {
             listener,
             config,
@@ -140,16 +144,25 @@ impl Proxy {
             config: config.clone(),
             pools: pools.clone(),
             cancels,
-            phase: phase.subscribe(),
+            phase: phase.source(),
             counters,
             users,
         });
-        let mut sessions = JoinSet::new();
+        // Sessions are counted, not joined one by one: a tracker costs an atomic per session
+        // where a JoinSet kept a list and was polled at every accept.
+        let sessions = TaskTracker::new();
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
-        tokio::pin!(shutdown);
+        // The shutdown future (signal streams) is awaited by a task of its own; the accept
+        // loop only looks at a oneshot, so an accept does not poll the signal handlers.
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop_task = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        });
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                biased;
+                _ = &mut stop_rx => break,
                 accepted = listener.accept() => {
                     let (sock, _peer) = match accepted {
                         Ok(a) => a,
@@ -162,8 +175,11 @@ impl Proxy {
                     match limit.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let ctx = ctx.clone();
+                            // The session's future is large (every state of a login and
+                            // a relay); boxed, the task the runtime moves about is small.
+                            let session = Box::pin(session::serve(sock, ctx));
                             sessions.spawn(async move {
-                                session::serve(sock, ctx).await;
+                                session.await;
                                 drop(permit);
                             });
                         }
@@ -173,9 +189,10 @@ impl Proxy {
                         }
                     }
                 }
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         }
+        stop_task.abort();
+        sessions.close();
         drop(listener);
         let grace = config.load().shutdown_timeout.get();
         tracing::info!(
@@ -183,24 +200,24 @@ impl Proxy {
             grace_secs = grace.as_secs_f64(),
             "shutting down: draining"
         );
-        let _ = phase.send(Phase::Draining);
-        let drained = tokio::time::timeout(grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        phase.set(Phase::Draining);
+        let drained = tokio::time::timeout(grace, sessions.wait()).await;
         if drained.is_err() {
             tracing::warn!(
                 clients = sessions.len(),
                 "grace period over: closing the remaining clients"
             );
-            let _ = phase.send(Phase::Forced);
-            if tokio::time::timeout(Duration::from_secs(5), async {
-                while sessions.join_next().await.is_some() {}
-            })
-            .await
-            .is_err()
+            phase.set(Phase::Forced);
+            // Forced sessions close at once; one stuck past this is dropped with the runtime
+            // when the process exits.
+            if tokio::time::timeout(Duration::from_secs(5), sessions.wait())
+                .await
+                .is_err()
             {
-                sessions.abort_all();
+                tracing::warn!(
+                    clients = sessions.len(),
+                    "sessions still open after the forced close; stopping anyway"
+                );
             }
         }
         pools.shut_down();

@@ -10,6 +10,7 @@
 mod cancel;
 mod counters;
 mod listener;
+mod phase;
 mod pools;
 mod relay;
 mod session;
@@ -18,5 +19,5 @@ mod startup;
 pub use cancel::CancelRegistry;
 pub use counters::ProxyCounters;
 pub use listener::{Proxy, RunError, termination_signal as listener_signal};
+pub use phase::Phase;
 pub use pools::{DbPool, ObserverFactory, Pools, ServerManager, pool_settings};
-pub use session::Phase;

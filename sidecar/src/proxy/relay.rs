@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::watch;
 
-use super::session::Phase;
+use super::phase::{Phase, PhaseWatch};
 use crate::metrics::PoolMetrics;
 use crate::prepared::{ServerAction, Tracking};
 use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
@@ -291,7 +290,7 @@ pub async fn relay(
     first: Option<Frame>,
     b: &mut Boundaries,
     how: Relaying,
-    phase: &mut watch::Receiver<Phase>,
+    phase: &PhaseWatch,
     mut prepared: Option<&mut Tracking>,
 ) -> Outcome {
     // The client's own fields, borrowed apart, so the output buffers it keeps between
@@ -327,15 +326,8 @@ pub async fn relay(
     let mut last_activity = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep_until(last_activity + idle_in_transaction);
     tokio::pin!(idle_timer);
-    // The first change of phase is awaited by one future for the whole relay, so waiting for
-    // it costs nothing per message; after it (shutdown has begun) each turn waits afresh.
-    phase.borrow_and_update();
-    let mut first_change_rx = phase.clone();
-    let first_change = first_change_rx.changed();
-    tokio::pin!(first_change);
-    let mut awaiting_first_change = true;
     loop {
-        let current = *phase.borrow_and_update();
+        let current = phase.get();
         if current == Phase::Forced {
             return Outcome::Shutdown {
                 clean: b.is_clean(),
@@ -426,17 +418,8 @@ pub async fn relay(
                 }
                 idle_timer.as_mut().reset(due);
             }
-            r = &mut first_change, if awaiting_first_change => {
-                awaiting_first_change = false;
-                if r.is_err() {
-                    return Outcome::Shutdown { clean: b.is_clean() };
-                }
-            }
-            r = phase.changed(), if !awaiting_first_change => {
-                if r.is_err() {
-                    return Outcome::Shutdown { clean: b.is_clean() };
-                }
-            }
+            // Looked at again at the top of the loop.
+            () = phase.changed_from(current) => {}
         }
     }
 }
@@ -572,7 +555,8 @@ mod tests {
         );
         let start = tokio::time::Instant::now();
         let task = tokio::spawn(async move {
-            let (_tx, mut phase) = watch::channel(Phase::Running);
+            let control = super::super::phase::PhaseControl::new();
+            let phase = control.source().watch();
             let mut b = Boundaries {
                 status: b'T',
                 ..Boundaries::new()
@@ -581,16 +565,7 @@ mod tests {
                 session_mode: false,
                 idle_in_transaction: Duration::from_secs(3600),
             };
-            let out = relay(
-                &mut client,
-                &mut server,
-                None,
-                &mut b,
-                how,
-                &mut phase,
-                None,
-            )
-            .await;
+            let out = relay(&mut client, &mut server, None, &mut b, how, &phase, None).await;
             (out, start.elapsed())
         });
         (app, postgres, task, start)

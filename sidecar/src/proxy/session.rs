@@ -6,10 +6,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
+use super::phase::{Phase, PhaseSource, PhaseWatch};
 use super::pools::{Pools, ServerManager};
 use super::relay::{Boundaries, ClientIo, Outcome, QueryTimer, Relaying, relay};
 use super::startup::{self, Login, Refusal, Startup};
@@ -23,17 +23,6 @@ use crate::protocol::io::ReadError;
 use crate::protocol::sqlstate;
 use crate::server::ServerConn;
 
-/// The proxy's life cycle, as sessions see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// Serving.
-    Running,
-    /// SIGTERM: no new transactions; running ones may finish.
-    Draining,
-    /// The grace period is over: everyone is closed now.
-    Forced,
-}
-
 /// What every session shares.
 pub struct Ctx {
     /// The live config.
@@ -43,7 +32,7 @@ pub struct Ctx {
     /// Cancel keys.
     pub cancels: CancelRegistry,
     /// Life cycle.
-    pub phase: watch::Receiver<Phase>,
+    pub phase: PhaseSource,
     /// Proxy-wide counters.
     pub counters: Arc<ProxyCounters>,
     /// The client users file (scram-sha-256 / md5), if configured.
@@ -106,7 +95,7 @@ struct Session {
     ctx: Arc<Ctx>,
     mode: PoolMode,
     idle_in_transaction: Duration,
-    phase: watch::Receiver<Phase>,
+    phase: PhaseWatch,
     /// Transaction mode with `max_prepared_statements` > 0: the client's named statements.
     prepared: Option<Tracking>,
     /// Kept between transactions (see [`Boundaries::with_query_timer`]).
@@ -124,7 +113,7 @@ impl Session {
         Self {
             client: ClientIo::new(rd, wr, rest, config.clients.max_message_size as usize),
             login,
-            phase: ctx.phase.clone(),
+            phase: ctx.phase.watch(),
             mode: config.mode,
             idle_in_transaction: config.pool.idle_in_transaction().get(),
             prepared: if config.mode == PoolMode::Transaction {
@@ -192,15 +181,12 @@ impl Session {
             self.hold(c, None).await;
             return;
         }
-        // One future for the whole session waits for shutdown: a fresh one per transaction
-        // would register with the watch channel and leave it again every time.
-        let mut drain_rx = self.phase.clone();
-        let draining = wait_for(&mut drain_rx, Phase::Draining);
-        tokio::pin!(draining);
         loop {
             let first = tokio::select! {
+                // The client first: the phase is only looked at while it waits.
+                biased;
                 r = self.client.read() => r,
-                () = &mut draining => {
+                () = self.phase.reached(Phase::Draining) => {
                     return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
                 }
             };
@@ -255,7 +241,7 @@ impl Session {
             if let Next::Stop = next {
                 return;
             }
-            if *self.phase.borrow() >= Phase::Draining {
+            if self.phase.get() >= Phase::Draining {
                 return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
             }
         }
@@ -348,7 +334,7 @@ impl Session {
                 session_mode,
                 idle_in_transaction: self.idle_in_transaction,
             },
-            &mut self.phase,
+            &self.phase,
             self.prepared.as_mut(),
         )
         .await;
@@ -477,17 +463,6 @@ async fn give_back(mut c: Checkout<ServerManager>, dirty: bool) {
         c.conn().statements.clear();
     }
     c.release(true);
-}
-
-async fn wait_for(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
-    loop {
-        if *phase.borrow_and_update() >= at_least {
-            return;
-        }
-        if phase.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Counts a client in its database's `poolwarden_client_connections` while it lives.

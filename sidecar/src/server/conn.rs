@@ -115,20 +115,6 @@ impl ServerConn {
         }
     }
 
-    /// A message already buffered, without waiting.
-    pub fn try_read(&mut self) -> Result<Option<Frame>, ServerError> {
-        match self.reader.try_frame() {
-            Ok(Some(f)) => {
-                if f.tag == b'S' {
-                    self.note_parameter(&f.body);
-                }
-                Ok(Some(f))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(ServerError::Read(ReadError::Frame(e))),
-        }
-    }
-
     /// Wait for more bytes from the server (cancel-safe); for [`relay_buffered`](Self::relay_buffered).
     pub async fn fill(&mut self) -> Result<(), ServerError> {
         if self.reader.fill(&mut self.stream).await? {
@@ -312,4 +298,120 @@ fn note_parameter(
 /// A frame reader for server messages.
 pub(crate) fn server_reader() -> FrameReader {
     FrameReader::new(MAX_SERVER_MESSAGE, is_backend_tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::Frame;
+    use bytes::Bytes;
+    use tokio::net::TcpListener;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// A server connection whose peer has sent `bytes`, all of them read into its buffer.
+    async fn conn_with(bytes: &[u8]) -> ServerConn {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let ours = TcpStream::connect(addr).await.unwrap();
+        let (mut peer, _) = l.accept().await.unwrap();
+        peer.write_all(bytes).await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut c = ServerConn::for_tests(
+            super::super::ServerStream::Plain(ours),
+            CancelTarget {
+                addr,
+                pid: 1,
+                key: 1,
+            },
+        );
+        while c.buffered().len() < bytes.len() {
+            c.fill().await.unwrap();
+        }
+        c
+    }
+
+    /// Table: what the server sent and what is decided per message type → the bytes the
+    /// client gets (what was put aside, then the range left in the buffer), what stays
+    /// buffered, and whether it failed. Forwarded messages are not copied; a dropped or
+    /// replaced one copies only the bytes before it; an incomplete message waits; a
+    /// malformed one fails after the good ones before it.
+    #[tokio::test]
+    async fn relays_in_place_and_copies_only_around_changes() {
+        let t = msg(b'T', b"row description");
+        let d = msg(b'D', b"data");
+        let c = msg(b'C', b"SELECT 1\0");
+        let z = msg(b'Z', b"I");
+        let one = msg(b'1', b"");
+        let s = msg(b'S', b"TimeZone\0UTC\0");
+        let partial = &msg(b'D', b"more data")[..7];
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let replaced = msg(b'C', b"DEALLOCATE\0");
+        /// (sent, per-tag decision, client gets, left buffered, failed)
+        type Case = (Vec<u8>, fn(u8) -> ServerAction, Vec<u8>, usize, bool);
+        let forward: fn(u8) -> ServerAction = |_| ServerAction::Forward;
+        let swallow_parse_complete: fn(u8) -> ServerAction = |tag| match tag {
+            b'1' => ServerAction::Swallow,
+            _ => ServerAction::Forward,
+        };
+        let replace_data: fn(u8) -> ServerAction = |tag| match tag {
+            b'D' => ServerAction::Replace(Frame {
+                tag: b'C',
+                body: Bytes::from_static(b"DEALLOCATE\0"),
+            }),
+            _ => ServerAction::Forward,
+        };
+        let cases: Vec<Case> = vec![
+            (
+                cat(&[&t, &d, &c, &z]),
+                forward,
+                cat(&[&t, &d, &c, &z]),
+                0,
+                false,
+            ),
+            (
+                cat(&[&t, &d, partial]),
+                forward,
+                cat(&[&t, &d]),
+                partial.len(),
+                false,
+            ),
+            (
+                cat(&[&one, &t, &one, &z]),
+                swallow_parse_complete,
+                cat(&[&t, &z]),
+                0,
+                false,
+            ),
+            (
+                cat(&[&t, &d, &z]),
+                replace_data,
+                cat(&[&t, &replaced, &z]),
+                0,
+                false,
+            ),
+            (cat(&[&s, &z]), forward, cat(&[&s, &z]), 0, false),
+            (cat(&[&t, b"?\0\0\0\x04"]), forward, t.clone(), 5, true),
+        ];
+        for (i, (sent, decide, want, left, failed)) in cases.into_iter().enumerate() {
+            let mut conn = conn_with(&sent).await;
+            let mut out = BytesMut::new();
+            let (tail, failure) = conn.relay_buffered(&mut out, |tag, _, _| decide(tag));
+            out.extend_from_slice(&conn.buffered()[tail.clone()]);
+            conn.consume(tail.end);
+            assert_eq!(out.to_vec(), want, "case {i}: client bytes");
+            assert_eq!(conn.buffered().len(), left, "case {i}: left buffered");
+            assert_eq!(failure.is_some(), failed, "case {i}: {failure:?}");
+        }
+        // ParameterStatus is noted on the way.
+        let mut conn = conn_with(&cat(&[&s, &msg(b'S', b"application_name\0app\0")])).await;
+        let _ = conn.relay_buffered(&mut BytesMut::new(), |_, _, _| ServerAction::Forward);
+        assert_eq!(conn.params.get("TimeZone").map(String::as_str), Some("UTC"));
+        assert_eq!(conn.application_name(), "app");
+    }
 }
