@@ -57,29 +57,36 @@ const ANYWHERE_PARTS: &[Part] = &[
 /// Substrings of SQL that may deallocate prepared statements (`DISCARD`, `DEALLOCATE`).
 const DROP_PARTS: &[Part] = &[part("", b'd', "iscard"), part("", b'd', "ealloc")];
 
-/// Marker bytes, so one table lookup per byte passes over all the others.
-const SEMI_MARK: u8 = 1;
-const ANYWHERE_MARK: u8 = 2;
-const DROP_MARK: u8 = 4;
-const MARKS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    t[b';' as usize] = SEMI_MARK;
-    let mut i = 0;
-    while i < ANYWHERE_PARTS.len() {
-        let m = ANYWHERE_PARTS[i].marker;
-        t[m as usize] |= ANYWHERE_MARK;
-        t[m.to_ascii_uppercase() as usize] |= ANYWHERE_MARK;
-        i += 1;
+/// Marker bytes are found eight at a time: each byte folded with 0x20 (ASCII letters to lower
+/// case, `_` to 0x7F, `;` unchanged), then compared with every folded marker at once.
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const FOLD: u64 = 0x2020_2020_2020_2020;
+/// Folded markers of the quick answer: `;`, `p` of "temp", `_` of the other parts.
+const QUICK_MARKERS: &[u8] = &[b';', b'p', b'_' | 0x20];
+/// Folded marker of [`DROP_PARTS`].
+const DROP_MARKERS: &[u8] = &[b'd'];
+
+/// Flags (0x80) the bytes of `w` equal to `b`. The lowest flag is exact and none is below it;
+/// flags above a match may be false (the subtraction borrows).
+const fn equal_bytes(w: u64, b: u8) -> u64 {
+    let t = w ^ (LO * b as u64);
+    t.wrapping_sub(LO) & !t & HI
+}
+
+/// The first offset at or after `from` whose byte, folded, is one of `folded`. A hit may be a
+/// byte that only folds to a marker (DEL, ESC): callers look at the byte itself.
+fn next_marked(sql: &[u8], mut from: usize, folded: &[u8]) -> Option<usize> {
+    while let Some(chunk) = sql.get(from..from + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) | FOLD;
+        let hits = folded.iter().fold(0, |acc, &m| acc | equal_bytes(w, m));
+        if hits != 0 {
+            return Some(from + (hits.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
     }
-    let mut i = 0;
-    while i < DROP_PARTS.len() {
-        let m = DROP_PARTS[i].marker;
-        t[m as usize] |= DROP_MARK;
-        t[m.to_ascii_uppercase() as usize] |= DROP_MARK;
-        i += 1;
-    }
-    t
-};
+    (from..sql.len()).find(|&i| folded.contains(&(sql[i] | 0x20)))
+}
 
 /// Whether one of `parts` has its marker at `sql[i]`.
 fn part_at(sql: &[u8], i: usize, parts: &[Part]) -> bool {
@@ -87,17 +94,35 @@ fn part_at(sql: &[u8], i: usize, parts: &[Part]) -> bool {
     parts.iter().any(|p| {
         p.marker == marker
             && i >= p.before.len()
-            && sql[i - p.before.len()..i].eq_ignore_ascii_case(p.before)
+            // The byte next to the marker first: most candidates differ there.
+            && p.before.last().is_none_or(|l| sql[i - 1].to_ascii_lowercase() == *l)
+            && lower_eq(&sql[i - p.before.len()..i], p.before)
             && sql
                 .get(i + 1..i + 1 + p.after.len())
-                .is_some_and(|a| a.eq_ignore_ascii_case(p.after))
+                .is_some_and(|a| lower_eq(a, p.after))
     })
+}
+
+/// `text` is `lower` (lower case ASCII), ignoring case.
+fn lower_eq(text: &[u8], lower: &[u8]) -> bool {
+    text.len() == lower.len()
+        && text
+            .iter()
+            .zip(lower)
+            .all(|(t, l)| t.to_ascii_lowercase() == *l)
 }
 
 /// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in any
 /// form or place). Errs on the side of yes.
 pub fn may_drop_statements(sql: &[u8]) -> bool {
-    (0..sql.len()).any(|i| MARKS[sql[i] as usize] & DROP_MARK != 0 && part_at(sql, i, DROP_PARTS))
+    let mut from = 0;
+    while let Some(i) = next_marked(sql, from, DROP_MARKERS) {
+        if part_at(sql, i, DROP_PARTS) {
+            return true;
+        }
+        from = i + 1;
+    }
+    false
 }
 
 /// The SQL of a simple Query message's body: the text before its terminating NUL.
@@ -180,21 +205,21 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
         }
         _ => {}
     }
-    for (i, &c) in sql.iter().enumerate() {
-        let mark = MARKS[c as usize];
-        if mark & SEMI_MARK != 0 {
+    let mut from = 0;
+    while let Some(i) = next_marked(sql, from, QUICK_MARKERS) {
+        match sql[i] {
             // One statement: nothing but white space and semicolons after the first one.
-            if sql[i..]
+            b';' if sql[i..]
                 .iter()
-                .all(|b| *b == b';' || b.is_ascii_whitespace())
+                .all(|b| *b == b';' || b.is_ascii_whitespace()) =>
             {
                 break;
             }
-            return None;
+            b';' => return None,
+            b'p' | b'P' | b'_' if part_at(sql, i, ANYWHERE_PARTS) => return None,
+            _ => {}
         }
-        if mark & ANYWHERE_MARK != 0 && part_at(sql, i, ANYWHERE_PARTS) {
-            return None;
-        }
+        from = i + 1;
     }
     Some(false)
 }
@@ -310,6 +335,36 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The eight-at-a-time search finds what a byte-by-byte one finds.
+        #[test]
+        fn next_marked_is_the_first_folded_marker(
+            text in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(text.len());
+            for folded in [QUICK_MARKERS, DROP_MARKERS] {
+                let naive = (from..text.len()).find(|&i| folded.contains(&(text[i] | 0x20)));
+                proptest::prop_assert_eq!(next_marked(&text, from, folded), naive);
+            }
+        }
+
+        /// DISCARD and DEALLOC are found in any case, wherever they are.
+        #[test]
+        fn may_drop_statements_finds_the_words_anywhere(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "DISCARD", "discard", "Dealloc", "deallocate", "d", "D", "disc", "ard", "x",
+                    " ", ";", "'", "_", "é",
+                ]),
+                0..10,
+            ),
+        ) {
+            let sql = pieces.concat();
+            let lower = sql.to_ascii_lowercase();
+            let naive = lower.contains("discard") || lower.contains("dealloc");
+            proptest::prop_assert_eq!(may_drop_statements(sql.as_bytes()), naive, "{}", sql);
+        }
+
         /// The quick answer, where it gives one, is the full scan's, for text made of the
         /// pieces that matter to either (keywords in any case, quotes, comments, semicolons).
         #[test]
