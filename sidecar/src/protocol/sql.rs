@@ -65,7 +65,7 @@ const FOLD: u64 = 0x2020_2020_2020_2020;
 /// Folded markers of the quick answer: `;`, `p` of "temp", `_` of the other parts.
 const QUICK_MARKERS: &[u8] = &[b';', b'p', b'_' | 0x20];
 /// Folded marker of [`DROP_PARTS`].
-const DROP_MARKERS: &[u8] = &[b'd'];
+const DROP_MARKERS: &[u8] = b"d";
 
 /// Flags (0x80) the bytes of `w` equal to `b`. The lowest flag is exact and none is below it;
 /// flags above a match may be false (the subtraction borrows).
