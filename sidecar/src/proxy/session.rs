@@ -80,6 +80,7 @@ pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>) {
     };
     let mut session = Session::new(sock, rest, login, ctx, &config);
     session.run().await;
+    session.client.close();
 }
 
 async fn refuse(sock: &mut TcpStream, r: &Refusal) {
