@@ -176,7 +176,9 @@ impl<M: Manager> Pool<M> {
             Step::Open => Grant::Slot,
             Step::Wait(id, rx) => self.wait(id, rx, start).await?,
         };
-        let wait = start.elapsed();
+        // One clock read for the wait and the connection's idle time and age.
+        let now = Instant::now();
+        let wait = now.saturating_duration_since(start);
         self.shared.counters.waited(wait);
         if let Some(o) = &self.shared.observer {
             o.waited(wait);
@@ -189,7 +191,6 @@ impl<M: Manager> Pool<M> {
         };
         let settings = self.settings();
         if let Grant::Conn(mut e) = grant {
-            let now = Instant::now();
             let idle_for = now.saturating_duration_since(e.returned);
             let manager = &self.shared.manager;
             if now.saturating_duration_since(e.created) >= settings.pool_recycle {

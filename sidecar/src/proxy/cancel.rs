@@ -2,16 +2,21 @@
 //! whichever server backend the client is using at that moment.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 
 use crate::server::CancelTarget;
 
 type Slot = Arc<Mutex<Option<CancelTarget>>>;
 
+/// Keys are random numbers chosen here (a lookup cannot plant colliding ones), so a fast
+/// hash is enough; it is still seeded per process.
+type Keys = HashMap<(i32, i32), Slot, foldhash::fast::RandomState>;
+
 /// Client keys → the server backend each client is using.
 #[derive(Clone, Default, Debug)]
 pub struct CancelRegistry {
-    map: Arc<Mutex<HashMap<(i32, i32), Slot>>>,
+    map: Arc<Mutex<Keys>>,
 }
 
 /// A client's registration; removed on drop.
@@ -30,8 +35,11 @@ impl CancelRegistry {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
-            if key.0 != 0 && !map.contains_key(&key) {
-                map.insert(key, slot.clone());
+            if key.0 == 0 {
+                continue;
+            }
+            if let Entry::Vacant(free) = map.entry(key) {
+                free.insert(slot.clone());
                 return CancelHandle {
                     registry: self.clone(),
                     key,
