@@ -80,8 +80,12 @@ impl FrameReader {
     }
 
     /// Read what the stream has into the buffer, making room for the message at the end of
-    /// the buffer if it is bigger; `Ok(false)` at end of stream. Cancel-safe.
+    /// the buffer if it is bigger; `Ok(false)` at end of stream. Returns at once, reading
+    /// nothing, while a complete message is buffered. Cancel-safe.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<bool, ReadError> {
+        if self.message_at(0)?.is_some() {
+            return Ok(true);
+        }
         // The message whose bytes are incomplete is the one after the last complete one.
         let mut at = 0;
         while let Some((_, total)) = self.message_at(at)? {
@@ -110,5 +114,33 @@ impl FrameReader {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::is_backend_tag;
+
+    /// Table: bytes buffered → what `fill` says with a stream at its end, and what stays
+    /// buffered. A complete message is handed back without reading; a partial one reads.
+    #[tokio::test]
+    async fn fill_reads_only_without_a_complete_message() {
+        let cases: [(&[u8], Result<bool, ()>); 4] = [
+            (b"Z\0\0\0\x05I", Ok(true)),
+            (b"Z\0\0\0\x05IZ\0", Ok(true)),
+            (b"Z\0\0\0\x05", Ok(false)),
+            (b"", Ok(false)),
+        ];
+        for (buffered, want) in cases {
+            let mut r = FrameReader::with_buffer(BytesMut::from(buffered), 1 << 20, is_backend_tag);
+            let got = r.fill(&mut tokio::io::empty()).await.map_err(|_| ());
+            assert_eq!(got, want, "{buffered:?}");
+            assert_eq!(r.buffered(), buffered);
+        }
+        // A malformed header is an error, not a read.
+        let mut r =
+            FrameReader::with_buffer(BytesMut::from(&b"?\0\0\0\x05"[..]), 64, is_backend_tag);
+        assert!(r.fill(&mut tokio::io::empty()).await.is_err());
     }
 }
