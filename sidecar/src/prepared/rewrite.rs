@@ -319,9 +319,10 @@ impl Rewriter {
             Some(Deallocate::Name(n)) if client.remove(&n) => "DEALLOCATE",
             // Not ours: the server answers, with its own error for an unknown name.
             _ => {
-                if may_drop_statements(sql) {
-                    // SQL DISCARD ALL / DEALLOCATE in some other form: assume the server
-                    // holds none of ours now; a later Parse closes the name first anyway.
+                // SQL DISCARD ALL / DEALLOCATE in some other form: assume the server holds
+                // none of ours now; a later Parse closes the name first anyway. (Nothing to
+                // forget, nothing to look for.)
+                if !server.is_empty() && may_drop_statements(sql) {
                     server.clear();
                 }
                 return f.encode(out);
