@@ -50,19 +50,27 @@ async fn breaker_opens_fails_fast_and_recovers() {
     wait_ready(&http, &sidecar).await;
     let app = unique("pw_breaker");
 
-    // Load: 3 clients running short transactions until told to stop.
+    // Load: 3 clients running short transactions until told to stop. Each query holds the
+    // gate's read side; the outage takes the write side, so PostgreSQL stops between queries.
+    // A query in flight at the moment the database dies cannot be saved by any pooler (its
+    // client gets FATAL 08006 and loses the connection, as with PgBouncer); what is tested is
+    // that every query sent after the outage began meets no dead pooled connection.
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
     let mut load = Vec::new();
     for _ in 0..3 {
         let (stop, ok, port, app) = (stop.clone(), ok.clone(), sidecar.port, app.clone());
+        let gate = gate.clone();
         load.push(tokio::spawn(async move {
             let c = connect(port, &app).await;
             let mut slowest = Duration::ZERO;
             while !stop.load(Ordering::SeqCst) {
+                let in_flight = gate.read().await;
                 let t = Instant::now();
                 let r =
                     tokio::time::timeout(Duration::from_secs(10), c.simple_query("SELECT 1")).await;
+                drop(in_flight);
                 let r = r.expect("a client hung for 10 s");
                 slowest = slowest.max(t.elapsed());
                 if r.is_ok() {
@@ -87,7 +95,10 @@ async fn breaker_opens_fails_fast_and_recovers() {
     let probe = connect(sidecar.port, &app).await;
     scalar(&probe, "SELECT 1").await.unwrap();
 
-    pg.stop_immediate();
+    {
+        let _between_queries = gate.write().await;
+        pg.stop_immediate();
+    }
     let stopped = Instant::now();
     // After failure_threshold failed connects the breaker opens.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -120,23 +120,19 @@ impl PhaseWatch {
 
     /// Wait until the phase is no longer `seen`.
     pub async fn changed_from(&self, seen: Phase) {
-        poll_fn(|cx| {
-            // Register first, then look: a change after the look wakes the registered task.
-            self.waker.register(cx.waker());
-            if self.get() != seen {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        self.wait_until(|p| p != seen).await;
     }
 
     /// Wait until the phase is at least `phase`.
     pub async fn reached(&self, phase: Phase) {
+        self.wait_until(|p| p >= phase).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(Phase) -> bool) {
         poll_fn(|cx| {
+            // Register first, then look: a change after the look wakes the registered task.
             self.waker.register(cx.waker());
-            if self.get() >= phase {
+            if done(self.get()) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
