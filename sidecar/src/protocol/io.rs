@@ -86,13 +86,9 @@ impl FrameReader {
         if self.message_at(0)?.is_some() {
             return Ok(true);
         }
-        // The message whose bytes are incomplete is the one after the last complete one.
-        let mut at = 0;
-        while let Some((_, total)) = self.message_at(at)? {
-            at += total;
-        }
-        let partial = header(&self.buf[at..], self.max_len, self.valid_tag)?;
-        let missing = partial.map_or(0, |(_, total)| (at + total) - self.buf.len());
+        // So the message at the front is incomplete: make room for the rest of it.
+        let partial = header(&self.buf, self.max_len, self.valid_tag)?;
+        let missing = partial.map_or(0, |(_, total)| total - self.buf.len());
         self.buf.reserve(missing.max(READ_ROOM));
         Ok(r.read_buf(&mut self.buf).await? > 0)
     }

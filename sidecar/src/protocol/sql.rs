@@ -96,20 +96,11 @@ fn part_at(sql: &[u8], i: usize, parts: &[Part]) -> bool {
             && i >= p.before.len()
             // The byte next to the marker first: most candidates differ there.
             && p.before.last().is_none_or(|l| sql[i - 1].to_ascii_lowercase() == *l)
-            && lower_eq(&sql[i - p.before.len()..i], p.before)
+            && sql[i - p.before.len()..i].eq_ignore_ascii_case(p.before)
             && sql
                 .get(i + 1..i + 1 + p.after.len())
-                .is_some_and(|a| lower_eq(a, p.after))
+                .is_some_and(|a| a.eq_ignore_ascii_case(p.after))
     })
-}
-
-/// `text` is `lower` (lower case ASCII), ignoring case.
-fn lower_eq(text: &[u8], lower: &[u8]) -> bool {
-    text.len() == lower.len()
-        && text
-            .iter()
-            .zip(lower)
-            .all(|(t, l)| t.to_ascii_lowercase() == *l)
 }
 
 /// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in any
@@ -188,8 +179,8 @@ pub fn changes_session_state(sql: &[u8]) -> bool {
 
 /// The answer for the common query, one statement, without walking it word by word: its
 /// first word, then one pass looking only at the bytes that can be part of an [`ANYWHERE`]
-/// word. `None` when only [`full_scan`] can tell (more than
-/// one statement, a leading comment, a listed substring somewhere).
+/// word. `None` when only [`full_scan`] can tell (more than one statement, a leading comment,
+/// a listed substring somewhere).
 fn quick_answer(sql: &[u8]) -> Option<bool> {
     let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
     match CLASS[sql[start] as usize] {

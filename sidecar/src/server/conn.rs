@@ -107,7 +107,7 @@ impl ServerConn {
         match self.reader.read_frame(&mut self.stream).await? {
             Some(f) => {
                 if f.tag == b'S' {
-                    self.note_parameter(&f.body);
+                    note_parameter(&mut self.params, &mut self.client_facing, &f.body);
                 }
                 Ok(f)
             }
@@ -186,11 +186,6 @@ impl ServerConn {
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
         self.stream.write_all(bytes).await?;
         Ok(())
-    }
-
-    /// Remember a ParameterStatus body.
-    pub fn note_parameter(&mut self, body: &[u8]) {
-        note_parameter(&mut self.params, &mut self.client_facing, body);
     }
 
     /// The server's application_name and client_encoding as last reported, compared at every
