@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use poolwarden_sidecar::config::{self, Overrides};
 
+/// mimalloc instead of the C library's allocator: the release image links musl, whose
+/// allocator is slow, and even glibc's spent a fifth of the sidecar's instructions per new
+/// client connection (a task, an I/O registration, buffers; BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// PostgreSQL pooling proxy with SQLAlchemy QueuePool limits, timeouts and a circuit breaker.
 #[derive(Parser, Debug)]
 #[command(

@@ -76,7 +76,7 @@ pub fn startup_packets(data: &[u8], chunk: usize) -> Outcome {
                 Ok(Some(pkt)) => {
                     assert!(buf.len() < before, "a decoded packet consumed nothing");
                     if let StartupPacket::Startup(params) = &pkt {
-                        for (k, _) in params {
+                        for (k, _) in params.iter() {
                             assert!(!k.is_empty(), "empty parameter name accepted");
                         }
                     }

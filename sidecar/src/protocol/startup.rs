@@ -1,6 +1,8 @@
 //! The untagged first packet a client sends: StartupMessage, SSLRequest, GSSENCRequest or
 //! CancelRequest.
 
+use std::ops::Range;
+
 use bytes::{Buf, BytesMut};
 
 use super::FrameError;
@@ -20,7 +22,7 @@ pub const MAX_STARTUP_LEN: usize = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartupPacket {
     /// StartupMessage with its parameters in order.
-    Startup(Vec<(String, String)>),
+    Startup(Params),
     /// SSLRequest: answer `N`, then read another packet.
     SslRequest,
     /// GSSENCRequest: answer `N`, then read another packet.
@@ -34,13 +36,39 @@ pub enum StartupPacket {
     },
 }
 
-impl StartupPacket {
-    /// A startup parameter by name.
-    pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        params
+/// A StartupMessage's parameters: the packet's text, checked as UTF-8 once, and where each
+/// name and value lies in it (one allocation for the text and one for the places, however many
+/// parameters the client sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params {
+    text: String,
+    /// Each parameter's name and value, as byte ranges of `text`, in the client's order.
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Params {
+    /// Where the parameter `name` is (its index), if the client sent it.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.spans
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .position(|(k, _)| &self.text[k.clone()] == name)
+    }
+
+    /// The value of the parameter at `index` (from [`Params::position`]).
+    pub fn value(&self, index: usize) -> &str {
+        &self.text[self.spans[index].1.clone()]
+    }
+
+    /// A parameter's value by name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.position(name).map(|i| self.value(i))
+    }
+
+    /// Names and values in the client's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans
+            .iter()
+            .map(|(k, v)| (&self.text[k.clone()], &self.text[v.clone()]))
     }
 }
 
@@ -99,30 +127,36 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<StartupPacket>, StartupError>
     }
 }
 
-fn parse_params(body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
+fn parse_params(body: &[u8]) -> Result<Params, StartupError> {
     // name\0value\0 ... \0
     let Some((&0, pairs)) = body.split_last() else {
         return Err(StartupError::Malformed);
     };
     if pairs.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Params::default());
     }
     let Some((&0, pairs)) = pairs.split_last() else {
         return Err(StartupError::Malformed);
     };
-    fn text(b: &[u8]) -> Result<&str, StartupError> {
-        std::str::from_utf8(b).map_err(|_| StartupError::Malformed)
-    }
+    // NUL is ASCII: the text is UTF-8 exactly when every name and value is.
+    let text = std::str::from_utf8(pairs).map_err(|_| StartupError::Malformed)?;
     let mut parts = pairs.split(|b| *b == 0);
-    let mut params = Vec::with_capacity(4);
+    let mut spans = Vec::with_capacity(4);
+    let mut at = 0;
     while let Some(k) = parts.next() {
         let v = parts.next().ok_or(StartupError::Malformed)?;
         if k.is_empty() {
             return Err(StartupError::Malformed);
         }
-        params.push((text(k)?.to_string(), text(v)?.to_string()));
+        let name = at..at + k.len();
+        let value = name.end + 1..name.end + 1 + v.len();
+        at = value.end + 1;
+        spans.push((name, value));
     }
-    Ok(params)
+    Ok(Params {
+        text: text.to_owned(),
+        spans,
+    })
 }
 
 #[cfg(test)]
@@ -144,9 +178,55 @@ mod tests {
         let StartupPacket::Startup(params) = p else {
             panic!("{p:?}")
         };
-        assert_eq!(StartupPacket::param(&params, "user"), Some("alice"));
-        assert_eq!(StartupPacket::param(&params, "database"), Some("clinical"));
+        assert_eq!(params.get("user"), Some("alice"));
+        assert_eq!(params.get("database"), Some("clinical"));
         assert!(b.is_empty());
+    }
+
+    /// Table: a StartupMessage body → its parameters in order (names and values found in the
+    /// one text), or refused.
+    #[test]
+    fn parameters_in_order_from_one_text() {
+        type Want<'a> = Option<&'a [(&'a str, &'a str)]>;
+        let cases: [(&[u8], Want<'_>); 8] = [
+            (b"\0", Some(&[])),
+            (b"user\0alice\0\0", Some(&[("user", "alice")])),
+            (
+                b"user\0alice\0application_name\0\0client_encoding\0UTF8\0\0",
+                Some(&[
+                    ("user", "alice"),
+                    ("application_name", ""),
+                    ("client_encoding", "UTF8"),
+                ]),
+            ),
+            (
+                "user\0\u{e9}l\u{e8}ve\0database\0d\0\0".as_bytes(),
+                Some(&[("user", "\u{e9}l\u{e8}ve"), ("database", "d")]),
+            ),
+            (b"user\0\xff\0\0", None),
+            (
+                b"user\0alice\0database\0\0\0",
+                Some(&[("user", "alice"), ("database", "")]),
+            ),
+            // A name without a value, a list without its final NUL.
+            (b"user\0alice\0database\0\0", None),
+            (b"user\0alice\0database\0", None),
+        ];
+        for (body, want) in cases {
+            let got = parse_params(body);
+            match want {
+                Some(want) => {
+                    let got = got.unwrap_or_else(|e| panic!("{body:?}: {e}"));
+                    assert_eq!(got.iter().collect::<Vec<_>>(), want, "{body:?}");
+                    for (i, (k, v)) in want.iter().enumerate() {
+                        assert_eq!(got.position(k), Some(i), "{body:?} {k}");
+                        assert_eq!(got.get(k), Some(*v), "{body:?} {k}");
+                    }
+                    assert_eq!(got.get("options"), None);
+                }
+                None => assert_eq!(got, Err(StartupError::Malformed), "{body:?}"),
+            }
+        }
     }
 
     #[test]

@@ -62,14 +62,14 @@ pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>) {
         }
         Startup::Login { params, rest } => (params, rest),
     };
-    let login = match startup::login(&params, &ctx.pools) {
+    let login = match startup::login(params, &ctx.pools) {
         Ok(l) => l,
         Err(r) => return refuse(&mut sock, &r).await,
     };
     let rest = match startup::authenticate(
         &config.clients,
         ctx.users.as_deref(),
-        &login.user,
+        login.user(),
         &mut sock,
         rest,
     )
@@ -146,7 +146,7 @@ impl Session {
                 .login
                 .db
                 .pool
-                .checkout(&self.login.application_name)
+                .checkout(self.login.application_name())
                 .await
             {
                 Ok(c) => Some(c),
@@ -255,7 +255,7 @@ impl Session {
         &mut self,
     ) -> Option<Result<Checkout<ServerManager>, CheckoutError<crate::server::ConnectError>>> {
         let pool = self.login.db.pool.clone();
-        let checkout = pool.checkout(&self.login.application_name);
+        let checkout = pool.checkout(self.login.application_name());
         tokio::pin!(checkout);
         let mut watch_eof = true;
         let mut probe = [0u8; 1];
@@ -279,12 +279,12 @@ impl Session {
         let want = [
             (
                 "application_name",
-                Some(self.login.application_name.as_str()),
+                Some(self.login.application_name()),
                 server.application_name(),
             ),
             (
                 "client_encoding",
-                self.login.client_encoding.as_deref(),
+                self.login.client_encoding(),
                 server.client_encoding(),
             ),
         ];

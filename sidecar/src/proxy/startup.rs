@@ -18,7 +18,7 @@ use crate::protocol::build::{self, Severity};
 use crate::protocol::frame::is_frontend_tag;
 use crate::protocol::io::{FrameReader, ReadError};
 use crate::protocol::sqlstate;
-use crate::protocol::startup::{self, StartupError, StartupPacket};
+use crate::protocol::startup::{self, Params, StartupError, StartupPacket};
 use crate::server::ConnectError;
 
 /// A refusal sent to the client as a FATAL ErrorResponse before closing.
@@ -44,7 +44,7 @@ pub enum Startup {
     /// A client wants a session.
     Login {
         /// StartupMessage parameters.
-        params: Vec<(String, String)>,
+        params: Params,
         /// Bytes read past the startup packet.
         rest: BytesMut,
     },
@@ -196,41 +196,59 @@ pub async fn authenticate(
 /// Largest authentication message accepted from a client.
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
-/// Who logged in, with what.
+/// Who logged in, with what: the StartupMessage's parameters, and where the ones the sidecar
+/// uses are among them (no copy of each).
 #[derive(Clone)]
 pub struct Login {
-    /// User name the client gave.
-    pub user: String,
     /// The pool of the database the client named.
     pub db: Arc<DbPool>,
+    params: Params,
+    user: usize,
+    application_name: Option<usize>,
+    client_encoding: Option<usize>,
+}
+
+impl Login {
+    /// User name the client gave.
+    pub fn user(&self) -> &str {
+        self.params.value(self.user)
+    }
+
     /// application_name the client gave (empty if none).
-    pub application_name: String,
+    pub fn application_name(&self) -> &str {
+        self.application_name.map_or("", |i| self.params.value(i))
+    }
+
     /// client_encoding the client asked for, if any.
-    pub client_encoding: Option<String>,
+    pub fn client_encoding(&self) -> Option<&str> {
+        self.client_encoding.map(|i| self.params.value(i))
+    }
 }
 
 /// Validate the StartupMessage parameters and find the pool.
-pub fn login(params: &[(String, String)], pools: &Pools) -> Result<Login, Refusal> {
-    let user = StartupPacket::param(params, "user")
-        .filter(|u| !u.is_empty())
+pub fn login(params: Params, pools: &Pools) -> Result<Login, Refusal> {
+    let user = params
+        .position("user")
+        .filter(|&i| !params.value(i).is_empty())
         .ok_or_else(|| {
             Refusal::new(
                 sqlstate::INVALID_AUTHORIZATION,
                 "no PostgreSQL user name specified in startup packet",
             )
         })?;
-    let database = StartupPacket::param(params, "database")
+    let database = params
+        .get("database")
         .filter(|d| !d.is_empty())
-        .unwrap_or(user);
+        .unwrap_or(params.value(user));
     let db = pools.get(database).ok_or_else(|| {
         Refusal::new(
             sqlstate::INVALID_CATALOG_NAME,
             format!("database \"{database}\" does not exist"),
         )
     })?;
-    for (k, _) in params {
+    for (k, _) in params.iter() {
         if !matches!(
-            k.as_str(),
+            k,
             "user" | "database" | "application_name" | "client_encoding"
         ) {
             // As PgBouncer with ignore_startup_parameters: other parameters (options,
@@ -239,12 +257,11 @@ pub fn login(params: &[(String, String)], pools: &Pools) -> Result<Login, Refusa
         }
     }
     Ok(Login {
-        user: user.to_string(),
         db,
-        application_name: StartupPacket::param(params, "application_name")
-            .unwrap_or("")
-            .to_string(),
-        client_encoding: StartupPacket::param(params, "client_encoding").map(str::to_string),
+        user,
+        application_name: params.position("application_name"),
+        client_encoding: params.position("client_encoding"),
+        params,
     })
 }
 
@@ -290,7 +307,7 @@ pub async fn server_params(login: &Login) -> Result<Arc<ReportedParams>, Refusal
     let mut c = login
         .db
         .pool
-        .checkout(&login.application_name)
+        .checkout(login.application_name())
         .await
         .map_err(checkout_refusal)?;
     let params = Arc::new(ReportedParams::new(c.conn().params.clone()));
@@ -332,8 +349,8 @@ pub fn greeting(login: &Login, server: &ReportedParams, cancel: &CancelHandle) -
             continue;
         };
         let v = match name {
-            "application_name" => login.application_name.as_str(),
-            _ => login.client_encoding.as_deref().unwrap_or(v),
+            "application_name" => login.application_name(),
+            _ => login.client_encoding().unwrap_or(v),
         };
         build::parameter_status(&mut out, name, v);
     }
