@@ -84,24 +84,33 @@ pub fn config_yaml(port: u16, dbname: &str, mode: &str, pool: &str, extra: &str)
 
 impl Sidecar {
     /// Start with a full config (see [`config_yaml`]) and wait until it accepts clients.
-    pub fn start_with(yaml: impl FnOnce(u16) -> String) -> Self {
-        let port = free_port();
-        let dir = TempDir::new("poolwarden-sidecar");
-        let file = dir.path().join("poolwarden.yaml");
-        std::fs::write(&file, yaml(port)).expect("write config");
-        let child = Command::new(sidecar_binary())
-            .arg("--config")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .env_remove("POOLWARDEN_DATABASE_URL")
-            .env_remove("POOLWARDEN_POOL_SIZE")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("sidecar.log")).expect("log file"))
-            .spawn()
-            .expect("start poolwarden-sidecar");
-        let mut s = Sidecar { child, port, dir };
-        s.wait_ready();
-        s
+    /// A port found free can be taken before the sidecar binds it (another test's outgoing
+    /// connection gets it as its local port): the start is then tried again on new ports.
+    pub fn start_with(yaml: impl Fn(u16) -> String) -> Self {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port();
+            let dir = TempDir::new("poolwarden-sidecar");
+            let file = dir.path().join("poolwarden.yaml");
+            std::fs::write(&file, yaml(port)).expect("write config");
+            let child = Command::new(sidecar_binary())
+                .arg("--config")
+                .arg(&file)
+                .env("RUST_LOG", "info")
+                .env_remove("POOLWARDEN_DATABASE_URL")
+                .env_remove("POOLWARDEN_POOL_SIZE")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("sidecar.log")).expect("log file"))
+                .spawn()
+                .expect("start poolwarden-sidecar");
+            let mut s = Sidecar { child, port, dir };
+            match s.wait_ready() {
+                Ok(()) => return s,
+                Err(log) if attempt < ATTEMPTS && log.contains("Address already in use") => {}
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Start in `mode` for database `dbname` with the given `pool:` lines.
@@ -111,23 +120,24 @@ impl Sidecar {
 
     // A synchronous helper (process start-up), used before a test's async work begins.
     #[allow(clippy::disallowed_methods)]
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "sidecar exited with {status} before accepting clients:\n{}",
                     self.log()
-                );
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar did not accept clients in 20 s:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "sidecar did not accept clients in 20 s:\n{}",
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
