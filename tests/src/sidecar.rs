@@ -107,7 +107,12 @@ impl Sidecar {
             match s.wait_ready() {
                 Ok(()) => return s,
                 Err(log) if attempt < ATTEMPTS && log.contains("Address already in use") => {}
-                Err(log) => panic!("{log}"),
+                Err(log) => {
+                    // The message carries the log: stop the sidecar first, so its `Drop` does
+                    // not print the log a second time during the panic.
+                    drop(s);
+                    panic!("{log}")
+                }
             }
         }
         unreachable!("the last attempt returns or panics")
