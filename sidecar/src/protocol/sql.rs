@@ -4,6 +4,8 @@
 //!
 //! False positives only cost one `DISCARD ALL`; the scan errs on that side.
 
+use std::ops::ControlFlow;
+
 /// Statement-leading keywords that change session state.
 const LEADING: &[&str] = &[
     "set",
@@ -48,14 +50,14 @@ const fn part(before: &'static str, marker: u8, after: &'static str) -> Part {
 
 /// Substrings one of which every [`ANYWHERE`] word contains (a test checks it): text with none
 /// of them, in any case and wherever it stands, has no such word.
-const ANYWHERE_PARTS: &[Part] = &[
+const ANYWHERE_PARTS: [Part; 4] = [
     part("tem", b'p', ""),
     part("set", b'_', "config"),
     part("advisory", b'_', "lock"),
     part("session", b'_', "authorization"),
 ];
 /// Substrings of SQL that may deallocate prepared statements (`DISCARD`, `DEALLOCATE`).
-const DROP_PARTS: &[Part] = &[part("", b'd', "iscard"), part("", b'd', "ealloc")];
+const DROP_PARTS: [Part; 2] = [part("", b'd', "iscard"), part("", b'd', "ealloc")];
 
 /// Marker bytes are found eight at a time: each byte folded with 0x20 (ASCII letters to lower
 /// case, `_` to 0x7F, `;` unchanged), then compared with every folded marker at once.
@@ -63,9 +65,9 @@ const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 const FOLD: u64 = 0x2020_2020_2020_2020;
 /// Folded markers of the quick answer: `;`, `p` of "temp", `_` of the other parts.
-const QUICK_MARKERS: &[u8] = &[b';', b'p', b'_' | 0x20];
+const QUICK_MARKERS: [u8; 3] = [b';', b'p', b'_' | 0x20];
 /// Folded marker of [`DROP_PARTS`].
-const DROP_MARKERS: &[u8] = b"d";
+const DROP_MARKERS: [u8; 1] = [b'd'];
 
 /// Flags (0x80) the bytes of `w` equal to `b`. The lowest flag is exact and none is below it;
 /// flags above a match may be false (the subtraction borrows).
@@ -74,25 +76,58 @@ const fn equal_bytes(w: u64, b: u8) -> u64 {
     t.wrapping_sub(LO) & !t & HI
 }
 
-/// The first offset at or after `from` whose byte, folded, is one of `folded`. A hit may be a
-/// byte that only folds to a marker (DEL, ESC): callers look at the byte itself.
-fn next_marked(sql: &[u8], mut from: usize, folded: &[u8]) -> Option<usize> {
-    while let Some(chunk) = sql.get(from..from + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) | FOLD;
-        let hits = folded.iter().fold(0, |acc, &m| acc | equal_bytes(w, m));
-        if hits != 0 {
-            return Some(from + (hits.trailing_zeros() / 8) as usize);
+/// Eight bytes of `sql` from `at`, folded; past its end, spaces (folded, no marker).
+#[inline(always)]
+fn folded_chunk(sql: &[u8], at: usize) -> u64 {
+    let w = match sql.get(at..at + 8) {
+        Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
+        None => {
+            let mut tail = [b' '; 8];
+            let rest = &sql[at..];
+            tail[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(tail)
         }
-        from += 8;
-    }
-    (from..sql.len()).find(|&i| folded.contains(&(sql[i] | 0x20)))
+    };
+    w | FOLD
 }
 
-/// Whether one of `parts` has its marker at `sql[i]`.
-fn part_at(sql: &[u8], i: usize, parts: &[Part]) -> bool {
+/// Calls `visit` with the offset of each byte of `sql` that, folded, is one of `folded`, in
+/// order, until it breaks; returns what it broke with. Every chunk of eight bytes is loaded
+/// once and all its candidates visited from the flags (a false flag is dropped by looking at
+/// the byte). A hit may be a byte that only folds to a marker (DEL, ESC): `visit` looks at the
+/// byte itself. Inlined, so the markers stay constants in the comparisons.
+#[inline(always)]
+fn find_marked<const N: usize, T>(
+    sql: &[u8],
+    folded: [u8; N],
+    mut visit: impl FnMut(usize) -> ControlFlow<T>,
+) -> Option<T> {
+    let mut at = 0;
+    while at < sql.len() {
+        let w = folded_chunk(sql, at);
+        let mut flags = folded.iter().fold(0, |acc, &m| acc | equal_bytes(w, m));
+        while flags != 0 {
+            let i = at + (flags.trailing_zeros() / 8) as usize;
+            flags &= flags - 1;
+            if folded.contains(&(sql[i] | 0x20))
+                && let ControlFlow::Break(t) = visit(i)
+            {
+                return Some(t);
+            }
+        }
+        at += 8;
+    }
+    None
+}
+
+/// Whether one of `parts` has its marker at `sql[i]`. Inlined with a constant list, so each
+/// part's comparisons are against constants.
+#[inline(always)]
+fn part_at<const N: usize>(sql: &[u8], i: usize, parts: &[Part; N]) -> bool {
     let marker = sql[i].to_ascii_lowercase();
-    parts.iter().any(|p| {
-        p.marker == marker
+    // A plain loop, which the compiler unrolls over the constant parts (`any` stays a call).
+    for p in parts {
+        if p.marker == marker
             && i >= p.before.len()
             // The byte next to the marker first: most candidates differ there.
             && p.before.last().is_none_or(|l| sql[i - 1].to_ascii_lowercase() == *l)
@@ -100,20 +135,24 @@ fn part_at(sql: &[u8], i: usize, parts: &[Part]) -> bool {
             && sql
                 .get(i + 1..i + 1 + p.after.len())
                 .is_some_and(|a| a.eq_ignore_ascii_case(p.after))
-    })
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in any
 /// form or place). Errs on the side of yes.
 pub fn may_drop_statements(sql: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(i) = next_marked(sql, from, DROP_MARKERS) {
-        if part_at(sql, i, DROP_PARTS) {
-            return true;
+    find_marked(sql, DROP_MARKERS, |i| {
+        if part_at(sql, i, &DROP_PARTS) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-        from = i + 1;
-    }
-    false
+    })
+    .is_some()
 }
 
 /// The SQL of a simple Query message's body: the text before its terminating NUL.
@@ -158,18 +197,23 @@ const CLASS: [u8; 256] = {
     t
 };
 
-/// Bit n set when some word of `list` has n letters.
-const fn lengths(list: &[&str]) -> u64 {
-    let mut mask = 0u64;
+/// Longest listed word + 1.
+const MAX_LISTED: usize = 32;
+
+/// For each length n, a bit per letter (a = bit 0) that starts a word of `list` with n letters.
+const fn first_letters(list: &[&str]) -> [u32; MAX_LISTED] {
+    let mut table = [0u32; MAX_LISTED];
     let mut i = 0;
     while i < list.len() {
-        mask |= 1 << list[i].len();
+        let w = list[i].as_bytes();
+        assert!(w.len() < MAX_LISTED && w[0].is_ascii_lowercase());
+        table[w.len()] |= 1 << (w[0] - b'a');
         i += 1;
     }
-    mask
+    table
 }
-const LEADING_LENGTHS: u64 = lengths(LEADING);
-const ANYWHERE_LENGTHS: u64 = lengths(ANYWHERE);
+const LEADING_FIRSTS: [u32; MAX_LISTED] = first_letters(LEADING);
+const ANYWHERE_FIRSTS: [u32; MAX_LISTED] = first_letters(ANYWHERE);
 
 /// Whether `sql` may leave session state behind. Works on the raw bytes: keywords are ASCII,
 /// so any other byte is just not part of one (no UTF-8 decoding, no copy).
@@ -190,29 +234,25 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
                 .iter()
                 .position(|b| !matches!(CLASS[*b as usize], LETTER | DIGIT))
                 .unwrap_or(sql.len() - start);
-            if listed(LEADING, LEADING_LENGTHS, &sql[start..start + len]) {
+            if listed(LEADING, &LEADING_FIRSTS, &sql[start..start + len]) {
                 return Some(true);
             }
         }
         _ => {}
     }
-    let mut from = 0;
-    while let Some(i) = next_marked(sql, from, QUICK_MARKERS) {
-        match sql[i] {
-            // One statement: nothing but white space and semicolons after the first one.
-            b';' if sql[i..]
-                .iter()
-                .all(|b| *b == b';' || b.is_ascii_whitespace()) =>
-            {
-                break;
-            }
-            b';' => return None,
-            b'p' | b'P' | b'_' if part_at(sql, i, ANYWHERE_PARTS) => return None,
-            _ => {}
+    let found = find_marked(sql, QUICK_MARKERS, |i| match sql[i] {
+        // One statement: nothing but white space and semicolons after the first one.
+        b';' if sql[i..]
+            .iter()
+            .all(|b| *b == b';' || b.is_ascii_whitespace()) =>
+        {
+            ControlFlow::Break(Some(false))
         }
-        from = i + 1;
-    }
-    Some(false)
+        b';' => ControlFlow::Break(None),
+        b'p' | b'P' | b'_' if part_at(sql, i, &ANYWHERE_PARTS) => ControlFlow::Break(None),
+        _ => ControlFlow::Continue(()),
+    });
+    found.unwrap_or(Some(false))
 }
 
 /// The whole scan: statement by statement, skipping literals, quoted identifiers and
@@ -233,8 +273,8 @@ fn full_scan(sql: &[u8]) -> bool {
                 }
                 // Compared in place, case-insensitively: no lowercased copy per word.
                 let word = &b[start..i];
-                if (at_statement_start && listed(LEADING, LEADING_LENGTHS, word))
-                    || listed(ANYWHERE, ANYWHERE_LENGTHS, word)
+                if (at_statement_start && listed(LEADING, &LEADING_FIRSTS, word))
+                    || listed(ANYWHERE, &ANYWHERE_FIRSTS, word)
                 {
                     return true;
                 }
@@ -281,17 +321,18 @@ fn full_scan(sql: &[u8]) -> bool {
     false
 }
 
-/// Whether `word` is one of `list` (whose word lengths are `lengths`), ignoring ASCII case.
-/// Most words of a query share no length, or then no first letter, with a listed one.
-fn listed(list: &[&str], lengths: u64, word: &[u8]) -> bool {
-    if word.len() >= 64 || lengths & (1 << word.len()) == 0 {
+/// Whether `word` is one of `list` (whose first letters by length are `firsts`), ignoring
+/// ASCII case. Most words of a query share no length and first letter with a listed one, and
+/// are turned away by one table lookup.
+fn listed(list: &[&str], firsts: &[u32; MAX_LISTED], word: &[u8]) -> bool {
+    let first = word.first().map_or(0, u8::to_ascii_lowercase);
+    if word.len() >= MAX_LISTED
+        || !first.is_ascii_lowercase()
+        || firsts[word.len()] & (1 << (first - b'a')) == 0
+    {
         return false;
     }
-    let first = word[0].to_ascii_lowercase();
-    list.iter().any(|k| {
-        let k = k.as_bytes();
-        k.len() == word.len() && k[0] == first && k.eq_ignore_ascii_case(word)
-    })
+    list.iter().any(|k| k.len() == word.len() && k.as_bytes().eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
@@ -325,18 +366,55 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        /// The eight-at-a-time search finds what a byte-by-byte one finds.
-        #[test]
-        fn next_marked_is_the_first_folded_marker(
-            text in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
-            from in 0usize..40,
-        ) {
-            let from = from.min(text.len());
-            for folded in [QUICK_MARKERS, DROP_MARKERS] {
-                let naive = (from..text.len()).find(|&i| folded.contains(&(text[i] | 0x20)));
-                proptest::prop_assert_eq!(next_marked(&text, from, folded), naive);
+    #[test]
+    fn listed_words_are_found_in_any_case_and_no_others() {
+        for (list, firsts) in [(LEADING, &LEADING_FIRSTS), (ANYWHERE, &ANYWHERE_FIRSTS)] {
+            for word in list {
+                assert!(listed(list, firsts, word.as_bytes()), "{word}");
+                assert!(listed(list, firsts, word.to_uppercase().as_bytes()), "{word}");
+                // One letter changed or added: same length and first letter, or not.
+                let mut other = word.as_bytes().to_vec();
+                *other.last_mut().unwrap() = b'9';
+                assert!(!listed(list, firsts, &other), "{word}");
+                other.push(b'x');
+                assert!(!listed(list, firsts, &other), "{word}");
             }
+        }
+        for word in ["", "_set", "select", "9set", "é", "pg_advisory_xact_lock"] {
+            assert!(!listed(LEADING, &LEADING_FIRSTS, word.as_bytes()), "{word}");
+            assert!(!listed(ANYWHERE, &ANYWHERE_FIRSTS, word.as_bytes()), "{word}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The eight-at-a-time search visits what a byte-by-byte one finds, in order, and
+        /// stops where the visitor breaks.
+        #[test]
+        fn find_marked_visits_every_folded_marker_in_order(
+            text in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            stop_after in 0usize..8,
+        ) {
+            fn visited<const N: usize>(text: &[u8], folded: [u8; N], stop_after: usize) -> Vec<usize> {
+                let mut seen = Vec::new();
+                let broke = find_marked(text, folded, |i| {
+                    seen.push(i);
+                    if seen.len() > stop_after {
+                        ControlFlow::Break(i)
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                assert_eq!(broke, seen.get(stop_after).copied());
+                seen
+            }
+            let naive = |folded: &[u8]| -> Vec<usize> {
+                (0..text.len())
+                    .filter(|&i| folded.contains(&(text[i] | 0x20)))
+                    .take(stop_after + 1)
+                    .collect()
+            };
+            proptest::prop_assert_eq!(visited(&text, QUICK_MARKERS, stop_after), naive(&QUICK_MARKERS));
+            proptest::prop_assert_eq!(visited(&text, DROP_MARKERS, stop_after), naive(&DROP_MARKERS));
         }
 
         /// DISCARD and DEALLOC are found in any case, wherever they are.
