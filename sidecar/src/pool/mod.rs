@@ -170,14 +170,14 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
         let start = Instant::now();
         let step = self.shared.lock().begin_checkout();
-        let grant = match step {
+        // The clock is read again only after a wait: `now` serves for the wait and the
+        // connection's idle time and age.
+        let (grant, now) = match step {
             Step::Closed => return Err(CheckoutError::Closed),
-            Step::Idle(e) => Grant::Conn(e),
-            Step::Open => Grant::Slot,
-            Step::Wait(id, rx) => self.wait(id, rx, start).await?,
+            Step::Idle(e) => (Grant::Conn(e), start),
+            Step::Open => (Grant::Slot, start),
+            Step::Wait(id, rx) => (self.wait(id, rx, start).await?, Instant::now()),
         };
-        // One clock read for the wait and the connection's idle time and age.
-        let now = Instant::now();
         let wait = now.saturating_duration_since(start);
         self.shared.counters.waited(wait);
         if let Some(o) = &self.shared.observer {

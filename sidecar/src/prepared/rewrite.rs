@@ -383,7 +383,9 @@ impl Rewriter {
                 None => ServerAction::Forward,
             },
             b'Z' => {
-                if let Some(seg) = self.segments.pop_front() {
+                if let Some(seg) = self.segments.pop_front()
+                    && !seg.expects.is_empty()
+                {
                     undo(seg.expects.into_iter().collect(), client, server);
                 }
                 ServerAction::Forward

@@ -155,9 +155,14 @@ pub fn may_drop_statements(sql: &[u8]) -> bool {
     .is_some()
 }
 
-/// The SQL of a simple Query message's body: the text before its terminating NUL.
+/// The SQL of a simple Query message's body: the text before its terminating NUL. A body that
+/// ends in NUL (every valid one) is taken without a search; a NUL inside the text makes
+/// PostgreSQL refuse the whole message, so reading past it only errs on the side of yes.
 pub fn query_sql(body: &[u8]) -> &[u8] {
-    &body[..memchr::memchr(0, body).unwrap_or(body.len())]
+    match body.split_last() {
+        Some((0, text)) => text,
+        _ => &body[..memchr::memchr(0, body).unwrap_or(body.len())],
+    }
 }
 
 /// Byte classes for the scan: one table lookup per byte instead of a chain of tests.
@@ -332,7 +337,8 @@ fn listed(list: &[&str], firsts: &[u32; MAX_LISTED], word: &[u8]) -> bool {
     {
         return false;
     }
-    list.iter().any(|k| k.len() == word.len() && k.as_bytes().eq_ignore_ascii_case(word))
+    list.iter()
+        .any(|k| k.len() == word.len() && k.as_bytes().eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
@@ -341,10 +347,14 @@ mod tests {
 
     #[test]
     fn query_sql_stops_at_the_terminating_nul() {
-        let table: [(&[u8], &[u8]); 3] = [
+        let table: [(&[u8], &[u8]); 6] = [
             (b"SELECT 1\0", b"SELECT 1"),
             (b"no terminator", b"no terminator"),
             (b"\0", b""),
+            (b"", b""),
+            // Invalid (PostgreSQL refuses it): all of it is looked at.
+            (b"SELECT 1\0SET x = 1\0", b"SELECT 1\0SET x = 1"),
+            (b"SELECT 1\0SET x = 1", b"SELECT 1"),
         ];
         for (body, want) in table {
             assert_eq!(query_sql(body), want);
@@ -371,7 +381,10 @@ mod tests {
         for (list, firsts) in [(LEADING, &LEADING_FIRSTS), (ANYWHERE, &ANYWHERE_FIRSTS)] {
             for word in list {
                 assert!(listed(list, firsts, word.as_bytes()), "{word}");
-                assert!(listed(list, firsts, word.to_uppercase().as_bytes()), "{word}");
+                assert!(
+                    listed(list, firsts, word.to_uppercase().as_bytes()),
+                    "{word}"
+                );
                 // One letter changed or added: same length and first letter, or not.
                 let mut other = word.as_bytes().to_vec();
                 *other.last_mut().unwrap() = b'9';
@@ -382,7 +395,10 @@ mod tests {
         }
         for word in ["", "_set", "select", "9set", "é", "pg_advisory_xact_lock"] {
             assert!(!listed(LEADING, &LEADING_FIRSTS, word.as_bytes()), "{word}");
-            assert!(!listed(ANYWHERE, &ANYWHERE_FIRSTS, word.as_bytes()), "{word}");
+            assert!(
+                !listed(ANYWHERE, &ANYWHERE_FIRSTS, word.as_bytes()),
+                "{word}"
+            );
         }
     }
 

@@ -275,6 +275,15 @@ impl Session {
 
     /// Make a server connection match this client's application_name and client_encoding.
     async fn prepare(&self, server: &mut ServerConn) -> Result<(), crate::server::ServerError> {
+        // The usual case, the connection already matches: two comparisons and nothing built.
+        if server.application_name() == self.login.application_name()
+            && self
+                .login
+                .client_encoding()
+                .is_none_or(|e| server.client_encoding() == e)
+        {
+            return Ok(());
+        }
         let mut sets = String::new();
         let want = [
             (
