@@ -126,6 +126,7 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct State<C> {
     settings: PoolSettings,
+    /// Idle connections, the one returned last at the back.
     idle: VecDeque<Entry<C>>,
     out: usize,
     waiters: VecDeque<Waiter<C>>,
@@ -169,13 +170,15 @@ impl<C> State<C> {
         }
     }
 
-    /// Begin a checkout: the oldest idle connection (FIFO, as QueuePool), else a new one if
-    /// under the limit and nobody is queued, else a place at the back of the queue.
+    /// Begin a checkout: the idle connection returned last (LIFO, as PgBouncer and QueuePool's
+    /// `use_lifo`: a light load keeps reusing the same few backends, whose caches are warm,
+    /// and the rest stay idle), else a new one if under the limit and nobody is queued, else
+    /// a place at the back of the queue (waiters are served FIFO).
     pub fn begin_checkout(&mut self) -> Step<C> {
         if self.closed {
             return Step::Closed;
         }
-        if let Some(e) = self.idle.pop_front() {
+        if let Some(e) = self.idle.pop_back() {
             self.out += 1;
             return Step::Idle(e);
         }

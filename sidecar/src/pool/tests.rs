@@ -310,3 +310,34 @@ fn timeout_message_formats_two_decimals() {
         assert_eq!(s.timeout_message(), format!("QueuePool limit of {tail}"));
     }
 }
+
+/// Idle connections are reused last-returned first (LIFO); a shrink closes the ones idle
+/// longest.
+#[test]
+fn idle_connections_are_reused_lifo_and_shrunk_oldest_first() {
+    let now = Instant::now();
+    let mut s: State<u64> = State::new(settings(3, 0, 30));
+    for _ in 0..3 {
+        assert!(matches!(s.begin_checkout(), Step::Open));
+    }
+    // Returned in the order 0, 1, 2.
+    for conn in 0..3 {
+        assert!(s.check_in(Entry::new(conn, now), true, now).is_empty());
+    }
+    let took = |s: &mut State<u64>| match s.begin_checkout() {
+        Step::Idle(e) => e.conn,
+        _ => panic!("an idle connection"),
+    };
+    assert_eq!(took(&mut s), 2);
+    assert_eq!(took(&mut s), 1);
+    assert!(s.check_in(Entry::new(1, now), true, now).is_empty());
+    assert!(s.check_in(Entry::new(2, now), true, now).is_empty());
+    // Idle: 0 (longest), 1, 2. Shrinking to one closes 0 and 1.
+    let closed: Vec<u64> = s
+        .resize(settings(1, 0, 30))
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(closed, vec![0, 1]);
+    assert_eq!(took(&mut s), 2);
+}
