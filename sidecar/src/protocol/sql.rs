@@ -4,8 +4,6 @@
 //!
 //! False positives only cost one `DISCARD ALL`; the scan errs on that side.
 
-use std::ops::ControlFlow;
-
 /// Statement-leading keywords that change session state.
 const LEADING: &[&str] = &[
     "set",
@@ -59,67 +57,6 @@ const ANYWHERE_PARTS: [Part; 4] = [
 /// Substrings of SQL that may deallocate prepared statements (`DISCARD`, `DEALLOCATE`).
 const DROP_PARTS: [Part; 2] = [part("", b'd', "iscard"), part("", b'd', "ealloc")];
 
-/// Marker bytes are found eight at a time: each byte folded with 0x20 (ASCII letters to lower
-/// case, `_` to 0x7F, `;` unchanged), then compared with every folded marker at once.
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-const FOLD: u64 = 0x2020_2020_2020_2020;
-/// Folded markers of the quick answer: `;`, `p` of "temp", `_` of the other parts.
-const QUICK_MARKERS: [u8; 3] = [b';', b'p', b'_' | 0x20];
-/// Folded marker of [`DROP_PARTS`].
-const DROP_MARKERS: [u8; 1] = [b'd'];
-
-/// Flags (0x80) the bytes of `w` equal to `b`. The lowest flag is exact and none is below it;
-/// flags above a match may be false (the subtraction borrows).
-const fn equal_bytes(w: u64, b: u8) -> u64 {
-    let t = w ^ (LO * b as u64);
-    t.wrapping_sub(LO) & !t & HI
-}
-
-/// Eight bytes of `sql` from `at`, folded; past its end, spaces (folded, no marker).
-#[inline(always)]
-fn folded_chunk(sql: &[u8], at: usize) -> u64 {
-    let w = match sql.get(at..at + 8) {
-        Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
-        None => {
-            let mut tail = [b' '; 8];
-            let rest = &sql[at..];
-            tail[..rest.len()].copy_from_slice(rest);
-            u64::from_le_bytes(tail)
-        }
-    };
-    w | FOLD
-}
-
-/// Calls `visit` with the offset of each byte of `sql` that, folded, is one of `folded`, in
-/// order, until it breaks; returns what it broke with. Every chunk of eight bytes is loaded
-/// once and all its candidates visited from the flags (a false flag is dropped by looking at
-/// the byte). A hit may be a byte that only folds to a marker (DEL, ESC): `visit` looks at the
-/// byte itself. Inlined, so the markers stay constants in the comparisons.
-#[inline(always)]
-fn find_marked<const N: usize, T>(
-    sql: &[u8],
-    folded: [u8; N],
-    mut visit: impl FnMut(usize) -> ControlFlow<T>,
-) -> Option<T> {
-    let mut at = 0;
-    while at < sql.len() {
-        let w = folded_chunk(sql, at);
-        let mut flags = folded.iter().fold(0, |acc, &m| acc | equal_bytes(w, m));
-        while flags != 0 {
-            let i = at + (flags.trailing_zeros() / 8) as usize;
-            flags &= flags - 1;
-            if folded.contains(&(sql[i] | 0x20))
-                && let ControlFlow::Break(t) = visit(i)
-            {
-                return Some(t);
-            }
-        }
-        at += 8;
-    }
-    None
-}
-
 /// Whether one of `parts` has its marker at `sql[i]`. Inlined with a constant list, so each
 /// part's comparisons are against constants.
 #[inline(always)]
@@ -145,14 +82,7 @@ fn part_at<const N: usize>(sql: &[u8], i: usize, parts: &[Part; N]) -> bool {
 /// Whether SQL text may deallocate prepared statements (`DISCARD ALL`, `DEALLOCATE` in any
 /// form or place). Errs on the side of yes.
 pub fn may_drop_statements(sql: &[u8]) -> bool {
-    find_marked(sql, DROP_MARKERS, |i| {
-        if part_at(sql, i, &DROP_PARTS) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })
-    .is_some()
+    memchr::memchr2_iter(b'd', b'D', sql).any(|i| part_at(sql, i, &DROP_PARTS))
 }
 
 /// The SQL of a simple Query message's body: the text before its terminating NUL. A body that
@@ -227,8 +157,8 @@ pub fn changes_session_state(sql: &[u8]) -> bool {
 }
 
 /// The answer for the common query, one statement, without walking it word by word: its
-/// first word, then one pass looking only at the bytes that can be part of an [`ANYWHERE`]
-/// word. `None` when only [`full_scan`] can tell (more than one statement, a leading comment,
+/// first word, then memchr's searches for the bytes that can be part of an [`ANYWHERE`] word
+/// (and `;`). `None` when only [`full_scan`] can tell (more than one statement, a leading comment,
 /// a listed substring somewhere).
 fn quick_answer(sql: &[u8]) -> Option<bool> {
     let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
@@ -245,19 +175,27 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
         }
         _ => {}
     }
-    let found = find_marked(sql, QUICK_MARKERS, |i| match sql[i] {
-        // One statement: nothing but white space and semicolons after the first one.
-        b';' if sql[i..]
-            .iter()
-            .all(|b| *b == b';' || b.is_ascii_whitespace()) =>
-        {
-            ControlFlow::Break(Some(false))
+    // The markers' order does not matter: after a last `;` comes nothing else. Each search is
+    // memchr's (vectorized), for the two cases of `p` and for `_` with `;`.
+    for i in memchr::memchr2_iter(b';', b'_', sql) {
+        if sql[i] == b';' {
+            // One statement: nothing but white space and semicolons after the first one.
+            if !sql[i..]
+                .iter()
+                .all(|b| *b == b';' || b.is_ascii_whitespace())
+            {
+                return None;
+            }
+            break;
         }
-        b';' => ControlFlow::Break(None),
-        b'p' | b'P' | b'_' if part_at(sql, i, &ANYWHERE_PARTS) => ControlFlow::Break(None),
-        _ => ControlFlow::Continue(()),
-    });
-    found.unwrap_or(Some(false))
+        if part_at(sql, i, &ANYWHERE_PARTS) {
+            return None;
+        }
+    }
+    if memchr::memchr2_iter(b'p', b'P', sql).any(|i| part_at(sql, i, &ANYWHERE_PARTS)) {
+        return None;
+    }
+    Some(false)
 }
 
 /// The whole scan: statement by statement, skipping literals, quoted identifiers and
@@ -403,36 +341,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The eight-at-a-time search visits what a byte-by-byte one finds, in order, and
-        /// stops where the visitor breaks.
-        #[test]
-        fn find_marked_visits_every_folded_marker_in_order(
-            text in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
-            stop_after in 0usize..8,
-        ) {
-            fn visited<const N: usize>(text: &[u8], folded: [u8; N], stop_after: usize) -> Vec<usize> {
-                let mut seen = Vec::new();
-                let broke = find_marked(text, folded, |i| {
-                    seen.push(i);
-                    if seen.len() > stop_after {
-                        ControlFlow::Break(i)
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                });
-                assert_eq!(broke, seen.get(stop_after).copied());
-                seen
-            }
-            let naive = |folded: &[u8]| -> Vec<usize> {
-                (0..text.len())
-                    .filter(|&i| folded.contains(&(text[i] | 0x20)))
-                    .take(stop_after + 1)
-                    .collect()
-            };
-            proptest::prop_assert_eq!(visited(&text, QUICK_MARKERS, stop_after), naive(&QUICK_MARKERS));
-            proptest::prop_assert_eq!(visited(&text, DROP_MARKERS, stop_after), naive(&DROP_MARKERS));
-        }
-
         /// DISCARD and DEALLOC are found in any case, wherever they are.
         #[test]
         fn may_drop_statements_finds_the_words_anywhere(
