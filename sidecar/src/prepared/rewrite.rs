@@ -361,8 +361,7 @@ impl Rewriter {
             b'E' => {
                 // The server now skips to Sync: nothing else in this segment is answered.
                 if let Some(seg) = self.segments.front_mut() {
-                    let left: Vec<Expect> = seg.expects.drain(..).collect();
-                    undo(left, client, server);
+                    undo(seg.expects.drain(..), client, server);
                 }
                 ServerAction::Forward
             }
@@ -383,10 +382,8 @@ impl Rewriter {
                 None => ServerAction::Forward,
             },
             b'Z' => {
-                if let Some(seg) = self.segments.pop_front()
-                    && !seg.expects.is_empty()
-                {
-                    undo(seg.expects.into_iter().collect(), client, server);
+                if let Some(seg) = self.segments.pop_front() {
+                    undo(seg.expects, client, server);
                 }
                 ServerAction::Forward
             }
@@ -395,7 +392,11 @@ impl Rewriter {
     }
 }
 
-fn undo(left: Vec<Expect>, client: &mut ClientStatements, server: &mut ServerStatements) {
+fn undo(
+    left: impl IntoIterator<Item = Expect>,
+    client: &mut ClientStatements,
+    server: &mut ServerStatements,
+) {
     for e in left {
         if let Some(name) = e.added {
             server.remove(&name);

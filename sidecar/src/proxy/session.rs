@@ -275,16 +275,15 @@ impl Session {
 
     /// Make a server connection match this client's application_name and client_encoding.
     async fn prepare(&self, server: &mut ServerConn) -> Result<(), crate::server::ServerError> {
-        // The usual case, the connection already matches: two comparisons and nothing built.
-        if server.application_name() == self.login.application_name()
-            && self
-                .login
-                .client_encoding()
-                .is_none_or(|e| server.client_encoding() == e)
-        {
-            return Ok(());
+        match self.resync_sql(server) {
+            None => Ok(()),
+            Some(sql) => server.simple_query(&sql).await,
         }
-        let mut sets = String::new();
+    }
+
+    /// The `SET`s that make `server` match this client, `None` when it already does (the
+    /// usual case: two comparisons, nothing built, and the async caller returns at once).
+    fn resync_sql(&self, server: &ServerConn) -> Option<String> {
         let want = [
             (
                 "application_name",
@@ -297,6 +296,7 @@ impl Session {
                 server.client_encoding(),
             ),
         ];
+        let mut sets = String::new();
         for (name, value, current) in want {
             if let Some(v) = value
                 && current != v
@@ -304,11 +304,7 @@ impl Session {
                 sets.push_str(&format!("SET {name} = '{}';", v.replace('\'', "''")));
             }
         }
-        if sets.is_empty() {
-            Ok(())
-        } else {
-            server.simple_query(&sets).await
-        }
+        (!sets.is_empty()).then_some(sets)
     }
 
     /// Relay with a checked-out connection until the transaction (or session) ends, then
