@@ -29,8 +29,10 @@ pub const WORKER_TX: i32 = 8;
 /// Runs of each statement in step 1 (past every prepare threshold, psycopg's and JDBC's 5).
 pub const REPEAT: i32 = 10;
 
-/// Transaction mode: 6 concurrent clients on 2 server connections.
-pub const TRANSACTION_POOL: &str = "  pool_size: 2\n  max_overflow: 0";
+/// Transaction mode: 6 concurrent clients on 2 server connections, handed out round robin so
+/// one client's consecutive transactions move between them even when nothing else runs (the
+/// pool's default, last-in first-out, would keep handing it the one it just returned).
+pub const TRANSACTION_POOL: &str = "  pool_size: 2\n  max_overflow: 0\n  server_round_robin: true";
 /// Session mode: every client holds a server connection (main + 6 workers).
 pub const SESSION_POOL: &str = "  pool_size: 7\n  max_overflow: 0";
 const SESSION_POOL_SIZE: usize = 7;

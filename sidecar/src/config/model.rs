@@ -188,6 +188,10 @@ pub struct PoolConfig {
     /// connection serves its next transaction. 0 turns the tracking off (named statements
     /// then last one transaction). Default 200, as PgBouncer's `max_prepared_statements`.
     pub max_prepared_statements: u32,
+    /// Hand out idle server connections in turn (the one idle longest first) instead of the
+    /// one returned last. Default false: last-in, first-out keeps a light load on a few warm
+    /// backends. As PgBouncer's `server_round_robin`. Can change at runtime.
+    pub server_round_robin: bool,
 }
 
 impl Default for PoolConfig {
@@ -202,6 +206,7 @@ impl Default for PoolConfig {
             idle_in_transaction_timeout: None,
             connect_timeout: ConfigDuration::from_secs(5),
             max_prepared_statements: 200,
+            server_round_robin: false,
         }
     }
 }

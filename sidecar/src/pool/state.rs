@@ -22,6 +22,8 @@ pub struct PoolSettings {
     pub pool_recycle: Duration,
     /// Ping an idle connection before handing it out.
     pub pre_ping: bool,
+    /// Hand out the idle connection idle longest (FIFO) instead of the one returned last.
+    pub round_robin: bool,
 }
 
 impl PoolSettings {
@@ -172,13 +174,19 @@ impl<C> State<C> {
 
     /// Begin a checkout: the idle connection returned last (LIFO, as PgBouncer and QueuePool's
     /// `use_lifo`: a light load keeps reusing the same few backends, whose caches are warm,
-    /// and the rest stay idle), else a new one if under the limit and nobody is queued, else
-    /// a place at the back of the queue (waiters are served FIFO).
+    /// and the rest stay idle; with `round_robin`, the one idle longest), else a new one if
+    /// under the limit and nobody is queued, else a place at the back of the queue (waiters
+    /// are served FIFO).
     pub fn begin_checkout(&mut self) -> Step<C> {
         if self.closed {
             return Step::Closed;
         }
-        if let Some(e) = self.idle.pop_back() {
+        let idle = if self.settings.round_robin {
+            self.idle.pop_front()
+        } else {
+            self.idle.pop_back()
+        };
+        if let Some(e) = idle {
             self.out += 1;
             return Step::Idle(e);
         }

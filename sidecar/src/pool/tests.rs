@@ -51,6 +51,7 @@ fn settings(pool_size: u32, max_overflow: u32, timeout_s: u64) -> PoolSettings {
         pool_timeout: Duration::from_secs(timeout_s),
         pool_recycle: Duration::from_secs(3600),
         pre_ping: true,
+        round_robin: false,
     }
 }
 
@@ -311,8 +312,8 @@ fn timeout_message_formats_two_decimals() {
     }
 }
 
-/// Idle connections are reused last-returned first (LIFO); a shrink closes the ones idle
-/// longest.
+/// Idle connections are reused last-returned first (LIFO), or idle-longest first with
+/// round_robin; a shrink closes the ones idle longest.
 #[test]
 fn idle_connections_are_reused_lifo_and_shrunk_oldest_first() {
     let now = Instant::now();
@@ -340,4 +341,17 @@ fn idle_connections_are_reused_lifo_and_shrunk_oldest_first() {
         .collect();
     assert_eq!(closed, vec![0, 1]);
     assert_eq!(took(&mut s), 2);
+    // server_round_robin: the one idle longest instead.
+    let mut s: State<u64> = State::new(PoolSettings {
+        round_robin: true,
+        ..settings(3, 0, 30)
+    });
+    for _ in 0..3 {
+        assert!(matches!(s.begin_checkout(), Step::Open));
+    }
+    for conn in 0..3 {
+        assert!(s.check_in(Entry::new(conn, now), true, now).is_empty());
+    }
+    assert_eq!(took(&mut s), 0);
+    assert_eq!(took(&mut s), 1);
 }

@@ -99,6 +99,7 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
         pool_timeout: config.pool.pool_timeout.get(),
         pool_recycle: config.pool.pool_recycle.get(),
         pre_ping: config.pool.pool_pre_ping,
+        round_robin: config.pool.server_round_robin,
     }
 }
 
