@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 pub use observer::{CloseReason, Counters, CountersSnapshot, PoolObserver};
 pub use state::{
-    Entry, Grant, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step, needs_round_trip,
+    Entry, Grant, PRE_PING_FRESH, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step,
+    needs_round_trip,
 };
 
 /// Opens, checks and closes the pooled connections.

@@ -18,6 +18,8 @@ struct Numbered {
     /// never do. Off: every pre-ping is a round trip.
     quiet: AtomicBool,
     pings: AtomicU64,
+    /// Quiet checks made.
+    looked: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -37,6 +39,7 @@ impl Manager for M {
         !self.0.dead.lock().unwrap().contains(conn)
     }
     fn quiet(&self, conn: &mut u64) -> bool {
+        self.0.looked.fetch_add(1, Ordering::SeqCst);
         self.0.quiet.load(Ordering::SeqCst) && !self.0.dead.lock().unwrap().contains(conn)
     }
     fn close(&self, conn: u64, reason: CloseReason) {
@@ -170,6 +173,7 @@ async fn pre_ping_replaces_a_dead_idle_connection() {
     let (p, m) = pool(settings(2, 0, 30));
     p.checkout("t").await.unwrap().release(true);
     m.0.dead.lock().unwrap().insert(0);
+    tokio::time::advance(PRE_PING_FRESH).await;
     let mut c = p.checkout("t").await.unwrap();
     assert_eq!(*c.conn(), 1);
     assert_eq!(p.counters().closed_for(CloseReason::PrePing), 1);
@@ -179,12 +183,18 @@ async fn pre_ping_replaces_a_dead_idle_connection() {
 
 #[test]
 fn pre_ping_round_trip_decision() {
-    let just = Duration::from_millis(1);
+    let fresh = PRE_PING_FRESH;
+    let just = fresh * 2;
     let trust = PRE_PING_TRUST;
     // (pre_ping, idle for, socket quiet, round trip)
     let table = [
         (false, just, false, false),
         (false, trust * 10, false, false),
+        // Answered under a millisecond ago: handed out without a look.
+        (true, Duration::ZERO, false, false),
+        (true, fresh - Duration::from_micros(1), false, false),
+        (true, fresh, true, false),
+        (true, fresh, false, true),
         (true, just, true, false),
         (true, just, false, true),
         (true, trust - just, true, false),
@@ -205,6 +215,9 @@ fn pre_ping_round_trip_decision() {
     assert!(!needs_round_trip(false, just, || panic!(
         "looked at the socket"
     )));
+    assert!(!needs_round_trip(true, Duration::ZERO, || panic!(
+        "looked at the socket"
+    )));
 }
 
 #[tokio::test(start_paused = true)]
@@ -213,14 +226,20 @@ async fn pre_ping_trusts_a_quiet_recently_used_connection() {
     m.0.quiet.store(true, Ordering::SeqCst);
     p.checkout("t").await.unwrap().release(true);
     // Back a moment ago and quiet: no round trip.
+    tokio::time::advance(PRE_PING_FRESH).await;
     p.checkout("t").await.unwrap().release(true);
     assert_eq!(m.0.pings.load(Ordering::SeqCst), 0);
+    assert_eq!(m.0.looked.load(Ordering::SeqCst), 1, "the socket was looked at");
+    // Back under a millisecond ago: not even the socket is looked at.
+    p.checkout("t").await.unwrap().release(true);
+    assert_eq!(m.0.looked.load(Ordering::SeqCst), 1);
     // Idle for longer than the trust window: a round trip.
     tokio::time::advance(PRE_PING_TRUST).await;
     p.checkout("t").await.unwrap().release(true);
     assert_eq!(m.0.pings.load(Ordering::SeqCst), 1);
     // Just back but not quiet (its backend died): a round trip finds it dead.
     m.0.dead.lock().unwrap().insert(0);
+    tokio::time::advance(PRE_PING_FRESH).await;
     let mut c = p.checkout("t").await.unwrap();
     assert_eq!(*c.conn(), 1);
     assert_eq!(m.0.pings.load(Ordering::SeqCst), 2);
