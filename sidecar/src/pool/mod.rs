@@ -51,6 +51,12 @@ pub trait Manager: Send + Sync + 'static {
     fn quiet(&self, _conn: &mut Self::Conn) -> bool {
         false
     }
+    /// Whether bytes from the server already sit unread in the connection's own buffer (no
+    /// system call; looked at even for a connection that answered a moment ago, which
+    /// [`quiet`](Self::quiet) is not asked about).
+    fn unread(&self, _conn: &Self::Conn) -> bool {
+        false
+    }
     /// Close a connection (may spawn the goodbye).
     fn close(&self, conn: Self::Conn, reason: CloseReason);
 }
@@ -197,8 +203,9 @@ impl<M: Manager> Pool<M> {
             if now.saturating_duration_since(e.created) >= settings.pool_recycle {
                 self.shared.closed(CloseReason::Recycle);
                 self.shared.manager.close(e.conn, CloseReason::Recycle);
-            } else if needs_round_trip(settings.pre_ping, idle_for, || manager.quiet(&mut e.conn))
-                && !manager.ping(&mut e.conn).await
+            } else if needs_round_trip(settings.pre_ping, idle_for, manager.unread(&e.conn), || {
+                manager.quiet(&mut e.conn)
+            }) && !manager.ping(&mut e.conn).await
             {
                 tracing::info!("pre-ping found a dead server connection; replacing it");
                 self.shared.closed(CloseReason::PrePing);

@@ -82,10 +82,17 @@ pub const PRE_PING_TRUST: Duration = Duration::from_secs(1);
 /// that went away while connections sat idle for longer, as in a restart, is still found.
 pub const PRE_PING_FRESH: Duration = Duration::from_millis(1);
 
-/// Whether a pre-ping must do a round trip for a connection idle for `idle_for`; `quiet`
-/// looks at its socket and is only called when the answer depends on it.
-pub fn needs_round_trip(pre_ping: bool, idle_for: Duration, quiet: impl FnOnce() -> bool) -> bool {
-    pre_ping && idle_for >= PRE_PING_FRESH && (idle_for >= PRE_PING_TRUST || !quiet())
+/// Whether a pre-ping must do a round trip for a connection idle for `idle_for`. `unread`:
+/// bytes from the server sit in the connection's own buffer. `quiet` looks at its socket and
+/// is only called when the answer depends on it, never for a connection idle under
+/// [`PRE_PING_FRESH`].
+pub fn needs_round_trip(
+    pre_ping: bool,
+    idle_for: Duration,
+    unread: bool,
+    quiet: impl FnOnce() -> bool,
+) -> bool {
+    pre_ping && (idle_for >= PRE_PING_TRUST || unread || (idle_for >= PRE_PING_FRESH && !quiet()))
 }
 
 /// What a waiter is handed.

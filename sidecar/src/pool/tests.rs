@@ -20,6 +20,8 @@ struct Numbered {
     pings: AtomicU64,
     /// Quiet checks made.
     looked: AtomicU64,
+    /// Connections with server bytes left in their buffer.
+    unread: Mutex<HashSet<u64>>,
 }
 
 #[derive(Clone, Default)]
@@ -41,6 +43,9 @@ impl Manager for M {
     fn quiet(&self, conn: &mut u64) -> bool {
         self.0.looked.fetch_add(1, Ordering::SeqCst);
         self.0.quiet.load(Ordering::SeqCst) && !self.0.dead.lock().unwrap().contains(conn)
+    }
+    fn unread(&self, conn: &u64) -> bool {
+        self.0.unread.lock().unwrap().contains(conn)
     }
     fn close(&self, conn: u64, reason: CloseReason) {
         self.0.closed.lock().unwrap().push((conn, reason));
@@ -186,38 +191,37 @@ fn pre_ping_round_trip_decision() {
     let fresh = PRE_PING_FRESH;
     let just = fresh * 2;
     let trust = PRE_PING_TRUST;
-    // (pre_ping, idle for, socket quiet, round trip)
+    let zero = Duration::ZERO;
+    // (pre_ping, idle for, bytes unread in the buffer, socket quiet, round trip)
     let table = [
-        (false, just, false, false),
-        (false, trust * 10, false, false),
-        // Answered under a millisecond ago: handed out without a look.
-        (true, Duration::ZERO, false, false),
-        (true, fresh - Duration::from_micros(1), false, false),
-        (true, fresh, true, false),
-        (true, fresh, false, true),
-        (true, just, true, false),
-        (true, just, false, true),
-        (true, trust - just, true, false),
-        (true, trust, true, true),
-        (true, trust * 10, true, true),
+        (false, just, true, false, false),
+        (false, trust * 10, false, false, false),
+        // Answered under a millisecond ago: the socket is not looked at, the buffer is.
+        (true, zero, false, false, false),
+        (true, fresh - Duration::from_micros(1), false, false, false),
+        (true, zero, true, true, true),
+        (true, fresh, false, true, false),
+        (true, fresh, false, false, true),
+        (true, just, false, true, false),
+        (true, just, false, false, true),
+        (true, just, true, true, true),
+        (true, trust - just, false, true, false),
+        (true, trust, false, true, true),
+        (true, trust * 10, false, true, true),
     ];
-    for (pre_ping, idle, quiet, want) in table {
+    for (pre_ping, idle, unread, quiet, want) in table {
         assert_eq!(
-            needs_round_trip(pre_ping, idle, || quiet),
+            needs_round_trip(pre_ping, idle, unread, || quiet),
             want,
-            "pre_ping {pre_ping}, idle {idle:?}, quiet {quiet}"
+            "pre_ping {pre_ping}, idle {idle:?}, unread {unread}, quiet {quiet}"
         );
     }
     // The socket is not looked at when the answer does not depend on it.
-    assert!(needs_round_trip(true, trust, || panic!(
-        "looked at the socket"
-    )));
-    assert!(!needs_round_trip(false, just, || panic!(
-        "looked at the socket"
-    )));
-    assert!(!needs_round_trip(true, Duration::ZERO, || panic!(
-        "looked at the socket"
-    )));
+    let look = || -> bool { panic!("looked at the socket") };
+    assert!(needs_round_trip(true, trust, false, look));
+    assert!(!needs_round_trip(false, just, true, look));
+    assert!(!needs_round_trip(true, zero, false, look));
+    assert!(needs_round_trip(true, just, true, look));
 }
 
 #[tokio::test(start_paused = true)]
@@ -229,20 +233,29 @@ async fn pre_ping_trusts_a_quiet_recently_used_connection() {
     tokio::time::advance(PRE_PING_FRESH).await;
     p.checkout("t").await.unwrap().release(true);
     assert_eq!(m.0.pings.load(Ordering::SeqCst), 0);
-    assert_eq!(m.0.looked.load(Ordering::SeqCst), 1, "the socket was looked at");
+    assert_eq!(
+        m.0.looked.load(Ordering::SeqCst),
+        1,
+        "the socket was looked at"
+    );
     // Back under a millisecond ago: not even the socket is looked at.
     p.checkout("t").await.unwrap().release(true);
     assert_eq!(m.0.looked.load(Ordering::SeqCst), 1);
+    // Under a millisecond, but server bytes sit in its buffer: a round trip.
+    m.0.unread.lock().unwrap().insert(0);
+    p.checkout("t").await.unwrap().release(true);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 1);
+    m.0.unread.lock().unwrap().clear();
     // Idle for longer than the trust window: a round trip.
     tokio::time::advance(PRE_PING_TRUST).await;
     p.checkout("t").await.unwrap().release(true);
-    assert_eq!(m.0.pings.load(Ordering::SeqCst), 1);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 2);
     // Just back but not quiet (its backend died): a round trip finds it dead.
     m.0.dead.lock().unwrap().insert(0);
     tokio::time::advance(PRE_PING_FRESH).await;
     let mut c = p.checkout("t").await.unwrap();
     assert_eq!(*c.conn(), 1);
-    assert_eq!(m.0.pings.load(Ordering::SeqCst), 2);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 3);
     assert_eq!(p.counters().closed_for(CloseReason::PrePing), 1);
     c.release(true);
 }

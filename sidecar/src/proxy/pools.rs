@@ -80,6 +80,10 @@ impl Manager for ServerManager {
         conn.quiet()
     }
 
+    fn unread(&self, conn: &Box<ServerConn>) -> bool {
+        conn.has_buffered()
+    }
+
     fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(database = %self.connector.database().name, reason = reason.as_str(), "closing a server connection");
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
