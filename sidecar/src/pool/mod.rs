@@ -45,8 +45,9 @@ pub trait Manager: Send + Sync + 'static {
     }
     /// Whether an idle connection is still alive (a round trip).
     fn ping(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
-    /// Whether an idle connection shows no sign of trouble without a round trip: nothing
-    /// arrived on it and it is not closed. The default, `false`, makes every pre-ping a
+    /// Whether an idle connection's socket shows no sign of trouble without a round trip:
+    /// nothing arrived on it and it is not closed ([`unread`](Self::unread) covers what was
+    /// already read). The default, `false`, makes every pre-ping past [`PRE_PING_FRESH`] a
     /// round trip.
     fn quiet(&self, _conn: &mut Self::Conn) -> bool {
         false

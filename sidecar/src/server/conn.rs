@@ -204,11 +204,13 @@ impl ServerConn {
         self.reader.has_buffered()
     }
 
-    /// Whether the idle connection shows no sign of trouble without a round trip: no bytes
-    /// buffered or waiting on the socket and no end of stream (a terminated backend or a
-    /// server that went away leaves one of them). One non-blocking peek, never waits.
+    /// Whether the idle connection's socket shows no sign of trouble without a round trip:
+    /// no bytes waiting on it and no end of stream (a terminated backend or a server that went
+    /// away leaves one of them). One non-blocking peek, never waits. Bytes already read into
+    /// the connection's buffer are [`has_buffered`](Self::has_buffered)'s, which the pool
+    /// looks at first.
     pub fn quiet(&self) -> bool {
-        !self.reader.has_buffered() && self.stream.quiet()
+        self.stream.quiet()
     }
 
     /// Round trip a Sync: a healthy idle backend answers ReadyForQuery `I`.
