@@ -16,15 +16,16 @@ pub mod state;
 mod tests;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 pub use observer::{CloseReason, Counters, CountersSnapshot, PoolObserver};
 pub use state::{
-    Entry, Grant, PRE_PING_FRESH, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step,
-    needs_round_trip,
+    Answer, Entry, Grant, PRE_PING_FRESH, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step,
+    TimedOut, needs_round_trip,
 };
 
 /// Opens, checks and closes the pooled connections.
@@ -81,6 +82,39 @@ struct Shared<M: Manager> {
     state: Mutex<State<M::Conn>>,
     counters: Counters,
     observer: Option<Arc<dyn PoolObserver>>,
+    /// Wakes the queue's timer ([`time_out_waiters`]) when the earliest deadline moved, or
+    /// when the pool is gone.
+    timer: Arc<Notify>,
+    /// The queue's timer task was started (at the first wait).
+    timer_started: AtomicBool,
+}
+
+impl<M: Manager> Drop for Shared<M> {
+    fn drop(&mut self) {
+        // The timer holds the pool weakly: wake it to see the pool gone and end.
+        self.timer.notify_one();
+    }
+}
+
+/// The queue's one timer: times out the waiters whose pool_timeout passed, then sleeps until
+/// the earliest deadline left (or until a waiter with an earlier one arrives). Ends when the
+/// pool is dropped.
+async fn time_out_waiters<M: Manager>(shared: Weak<Shared<M>>, wake: Arc<Notify>) {
+    loop {
+        let next = match shared.upgrade() {
+            Some(s) => s.lock().expire(Instant::now()),
+            None => return,
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
 }
 
 /// A QueuePool. Cheap to clone.
@@ -134,6 +168,8 @@ impl<M: Manager> Pool<M> {
                 state: Mutex::new(State::new(settings)),
                 counters: Counters::default(),
                 observer,
+                timer: Arc::new(Notify::new()),
+                timer_started: AtomicBool::new(false),
             }),
         }
     }
@@ -177,34 +213,43 @@ impl<M: Manager> Pool<M> {
         application_name: &str,
     ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
         let start = Instant::now();
-        let step = self.shared.lock().begin_checkout();
-        // The clock is read again only after a wait: `now` serves for the wait and the
-        // connection's idle time and age.
+        // One lock: the step and the settings it is taken under.
+        let (step, pool_recycle, pre_ping) = {
+            let mut state = self.shared.lock();
+            let step = state.begin_checkout(start);
+            let s = state.settings();
+            (step, s.pool_recycle, s.pre_ping)
+        };
         let (grant, now) = match step {
             Step::Closed => return Err(CheckoutError::Closed),
             Step::Idle(e) => (Grant::Conn(e), start),
             Step::Open => (Grant::Slot, start),
-            Step::Wait(id, rx) => (self.wait(id, rx, start).await?, Instant::now()),
+            Step::Wait {
+                id,
+                rx,
+                new_deadline,
+            } => {
+                let grant = self.wait(id, rx, new_deadline).await?;
+                (grant, Instant::now())
+            }
         };
         let wait = now.saturating_duration_since(start);
         self.shared.counters.waited(wait);
         if let Some(o) = &self.shared.observer {
             o.waited(wait);
         }
-        // From here a slot is ours; the guard gives it back if we fail or are dropped.
         let mut guard = Checkout {
             pool: self.clone(),
             entry: None,
             settled: false,
         };
-        let settings = self.settings();
         if let Grant::Conn(mut e) = grant {
             let idle_for = now.saturating_duration_since(e.returned);
             let manager = &self.shared.manager;
-            if now.saturating_duration_since(e.created) >= settings.pool_recycle {
+            if now.saturating_duration_since(e.created) >= pool_recycle {
                 self.shared.closed(CloseReason::Recycle);
                 self.shared.manager.close(e.conn, CloseReason::Recycle);
-            } else if needs_round_trip(settings.pre_ping, idle_for, manager.unread(&e.conn), || {
+            } else if needs_round_trip(pre_ping, idle_for, manager.unread(&e.conn), || {
                 manager.quiet(&mut e.conn)
             }) && !manager.ping(&mut e.conn).await
             {
@@ -240,39 +285,41 @@ impl<M: Manager> Pool<M> {
     async fn wait(
         &self,
         id: u64,
-        rx: oneshot::Receiver<Grant<M::Conn>>,
-        start: Instant,
+        rx: oneshot::Receiver<Answer<M::Conn>>,
+        new_deadline: bool,
     ) -> Result<Grant<M::Conn>, CheckoutError<M::Error>> {
-        let timeout = self.settings().pool_timeout;
         let mut waiting = Waiting {
             pool: self.clone(),
             id,
             rx: Some(rx),
         };
-        let rx = waiting.rx.as_mut().expect("set above");
-        let result = tokio::time::timeout_at(start + timeout, rx).await;
-        match result {
-            Ok(Ok(grant)) => {
-                waiting.rx = None;
-                Ok(grant)
-            }
-            Ok(Err(_)) => {
-                waiting.rx = None;
-                Err(CheckoutError::Closed)
-            }
-            Err(_) => {
-                let mut rx = waiting.rx.take().expect("set above");
-                let removed = self.shared.lock().cancel_wait(id);
-                if !removed && let Ok(grant) = rx.try_recv() {
-                    // Served at the very last moment: take it.
-                    return Ok(grant);
-                }
+        if new_deadline {
+            self.start_timer();
+            self.shared.timer.notify_one();
+        }
+        let answer = waiting.rx.as_mut().expect("set above").await;
+        waiting.rx = None;
+        match answer {
+            Ok(Ok(grant)) => Ok(grant),
+            Ok(Err(TimedOut)) => {
                 self.shared.counters.timed_out();
                 if let Some(o) = &self.shared.observer {
                     o.timed_out();
                 }
                 Err(CheckoutError::Timeout(self.settings().timeout_message()))
             }
+            Err(_) => Err(CheckoutError::Closed),
+        }
+    }
+
+    /// Start the queue's timer task, once.
+    fn start_timer(&self) {
+        let started = &self.shared.timer_started;
+        if !started.load(Ordering::Acquire) && !started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(time_out_waiters(
+                Arc::downgrade(&self.shared),
+                self.shared.timer.clone(),
+            ));
         }
     }
 }
@@ -282,7 +329,7 @@ impl<M: Manager> Pool<M> {
 struct Waiting<M: Manager> {
     pool: Pool<M>,
     id: u64,
-    rx: Option<oneshot::Receiver<Grant<M::Conn>>>,
+    rx: Option<oneshot::Receiver<Answer<M::Conn>>>,
 }
 
 impl<M: Manager> Drop for Waiting<M> {
@@ -293,12 +340,12 @@ impl<M: Manager> Drop for Waiting<M> {
             return;
         }
         match rx.try_recv() {
-            Ok(Grant::Conn(e)) => {
+            Ok(Ok(Grant::Conn(e))) => {
                 let close = self.pool.shared.lock().check_in(e, true, Instant::now());
                 self.pool.shared.close_all(close);
             }
-            Ok(Grant::Slot) => self.pool.shared.release_slot(),
-            Err(_) => {}
+            Ok(Ok(Grant::Slot)) => self.pool.shared.release_slot(),
+            Ok(Err(TimedOut)) | Err(_) => {}
         }
     }
 }

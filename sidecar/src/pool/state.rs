@@ -104,10 +104,20 @@ pub enum Grant<C> {
     Slot,
 }
 
+/// A waiter's pool_timeout passed before anything was granted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TimedOut;
+
+/// What a waiter hears: a grant, or that its pool_timeout passed. (A closed channel: the pool
+/// was shut down.)
+pub type Answer<C> = Result<Grant<C>, TimedOut>;
+
 #[derive(Debug)]
 struct Waiter<C> {
     id: u64,
-    tx: oneshot::Sender<Grant<C>>,
+    /// When its pool_timeout passes.
+    deadline: Instant,
+    tx: oneshot::Sender<Answer<C>>,
 }
 
 /// The first step of a checkout.
@@ -117,8 +127,16 @@ pub enum Step<C> {
     Idle(Entry<C>),
     /// Open a new one (a slot is taken).
     Open,
-    /// Wait in line under this id.
-    Wait(u64, oneshot::Receiver<Grant<C>>),
+    /// Wait in line under `id` until the answer arrives on `rx`. `new_deadline`: the queue's
+    /// earliest deadline is now this waiter's, so whoever times waiters out must look again.
+    Wait {
+        /// The place in line.
+        id: u64,
+        /// Where the grant or the timeout arrives.
+        rx: oneshot::Receiver<Answer<C>>,
+        /// The earliest deadline in the queue moved.
+        new_deadline: bool,
+    },
     /// The pool is shut down.
     Closed,
 }
@@ -148,6 +166,9 @@ pub struct State<C> {
     idle: VecDeque<Entry<C>>,
     out: usize,
     waiters: VecDeque<Waiter<C>>,
+    /// The deadline the queue's timer is set for, if any: the earliest a waiter had when the
+    /// timer last looked (served waiters leave it early, which only makes it look again).
+    timer: Option<Instant>,
     next_id: u64,
     closed: bool,
 }
@@ -160,6 +181,7 @@ impl<C> State<C> {
             idle: VecDeque::new(),
             out: 0,
             waiters: VecDeque::new(),
+            timer: None,
             next_id: 0,
             closed: false,
         }
@@ -192,8 +214,8 @@ impl<C> State<C> {
     /// `use_lifo`: a light load keeps reusing the same few backends, whose caches are warm,
     /// and the rest stay idle; with `round_robin`, the one idle longest), else a new one if
     /// under the limit and nobody is queued, else a place at the back of the queue (waiters
-    /// are served FIFO).
-    pub fn begin_checkout(&mut self) -> Step<C> {
+    /// are served FIFO) whose pool_timeout, counted from `now`, [`expire`](Self::expire) ends.
+    pub fn begin_checkout(&mut self, now: Instant) -> Step<C> {
         if self.closed {
             return Step::Closed;
         }
@@ -213,8 +235,37 @@ impl<C> State<C> {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
         self.next_id += 1;
-        self.waiters.push_back(Waiter { id, tx });
-        Step::Wait(id, rx)
+        let deadline = now + self.settings.pool_timeout;
+        self.waiters.push_back(Waiter { id, deadline, tx });
+        let new_deadline = self.timer.is_none_or(|t| deadline < t);
+        if new_deadline {
+            self.timer = Some(deadline);
+        }
+        Step::Wait {
+            id,
+            rx,
+            new_deadline,
+        }
+    }
+
+    /// Time out every waiter whose deadline is `now` or earlier (each hears [`TimedOut`]) and
+    /// answer when to look next: the earliest deadline left, `None` with nobody waiting. One
+    /// timer for the whole queue instead of one per waiter: under load nearly every checkout
+    /// waits, and a timer of its own costs a timer-wheel insert and removal each.
+    pub fn expire(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut i = 0;
+        while let Some(w) = self.waiters.get(i) {
+            if w.deadline > now {
+                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
+                i += 1;
+            } else if let Some(w) = self.waiters.remove(i) {
+                // A receiver already gone is a waiter leaving; it looks under the lock itself.
+                let _ = w.tx.send(Err(TimedOut));
+            }
+        }
+        self.timer = next;
+        next
     }
 
     /// Leave the queue. `false` when the waiter was already served (its grant is in its
@@ -243,7 +294,7 @@ impl<C> State<C> {
                 break;
             };
             self.out += 1;
-            if w.tx.send(Grant::Slot).is_err() {
+            if w.tx.send(Ok(Grant::Slot)).is_err() {
                 self.out -= 1;
             }
         }
@@ -280,13 +331,13 @@ impl<C> State<C> {
         }
         while let Some(w) = self.waiters.pop_front() {
             self.out += 1;
-            match w.tx.send(Grant::Conn(entry)) {
+            match w.tx.send(Ok(Grant::Conn(entry))) {
                 Ok(()) => return close,
-                Err(Grant::Conn(back)) => {
+                Err(Ok(Grant::Conn(back))) => {
                     self.out -= 1;
                     entry = back;
                 }
-                Err(Grant::Slot) => unreachable!("sent a connection"),
+                Err(_) => unreachable!("sent a connection"),
             }
         }
         if self.idle.len() >= self.settings.pool_size as usize {
@@ -319,6 +370,7 @@ impl<C> State<C> {
     pub fn shut_down(&mut self) -> Vec<(C, CloseReason)> {
         self.closed = true;
         self.waiters.clear();
+        self.timer = None;
         self.idle
             .drain(..)
             .map(|e| (e.conn, CloseReason::Shutdown))

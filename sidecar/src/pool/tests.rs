@@ -351,13 +351,13 @@ fn idle_connections_are_reused_lifo_and_shrunk_oldest_first() {
     let now = Instant::now();
     let mut s: State<u64> = State::new(settings(3, 0, 30));
     for _ in 0..3 {
-        assert!(matches!(s.begin_checkout(), Step::Open));
+        assert!(matches!(s.begin_checkout(now), Step::Open));
     }
     // Returned in the order 0, 1, 2.
     for conn in 0..3 {
         assert!(s.check_in(Entry::new(conn, now), true, now).is_empty());
     }
-    let took = |s: &mut State<u64>| match s.begin_checkout() {
+    let took = |s: &mut State<u64>| match s.begin_checkout(now) {
         Step::Idle(e) => e.conn,
         _ => panic!("an idle connection"),
     };
@@ -379,11 +379,101 @@ fn idle_connections_are_reused_lifo_and_shrunk_oldest_first() {
         ..settings(3, 0, 30)
     });
     for _ in 0..3 {
-        assert!(matches!(s.begin_checkout(), Step::Open));
+        assert!(matches!(s.begin_checkout(now), Step::Open));
     }
     for conn in 0..3 {
         assert!(s.check_in(Entry::new(conn, now), true, now).is_empty());
     }
     assert_eq!(took(&mut s), 0);
     assert_eq!(took(&mut s), 1);
+}
+
+/// Table: waiters' pool_timeouts (seconds, in arrival order) and the moment the queue's timer
+/// looks → the waiters timed out (by arrival) and when to look next.
+#[test]
+fn expire_times_out_due_waiters_and_answers_the_next_deadline() {
+    type Case<'a> = (&'a [u64], u64, &'a [usize], Option<u64>);
+    let cases: [Case<'_>; 5] = [
+        (&[], 10, &[], None),
+        (&[30, 30, 30], 29, &[], Some(30)),
+        (&[30, 30, 30], 30, &[0, 1, 2], None),
+        // A shorter pool_timeout after a resize: the later waiter is due first.
+        (&[60, 5, 60], 5, &[1], Some(60)),
+        (&[60, 5, 20], 10, &[1], Some(20)),
+    ];
+    for (i, (timeouts, look, want_out, want_next)) in cases.into_iter().enumerate() {
+        let t0 = Instant::now();
+        let mut s: State<u64> = State::new(settings(0, 0, 1));
+        let mut rxs = Vec::new();
+        for t in timeouts {
+            s.resize(settings(0, 0, *t));
+            match s.begin_checkout(t0) {
+                Step::Wait { rx, .. } => rxs.push(rx),
+                other => panic!("case {i}: {other:?}"),
+            }
+        }
+        let next = s.expire(t0 + Duration::from_secs(look));
+        assert_eq!(
+            next,
+            want_next.map(|n| t0 + Duration::from_secs(n)),
+            "case {i}"
+        );
+        let out: Vec<usize> = (0..rxs.len())
+            .filter(|n| matches!(rxs[*n].try_recv(), Ok(Err(TimedOut))))
+            .collect();
+        assert_eq!(out, want_out, "case {i}");
+        assert_eq!(
+            s.stats().waiting,
+            timeouts.len() - want_out.len(),
+            "case {i}"
+        );
+    }
+}
+
+/// Only a waiter that moves the queue's earliest deadline wakes the timer: under load the
+/// next waiter's deadline is later than the first one's and costs no timer work.
+#[test]
+fn only_an_earlier_deadline_wakes_the_queue_timer() {
+    let t0 = Instant::now();
+    let mut s: State<u64> = State::new(settings(0, 0, 30));
+    let new_deadline =
+        |s: &mut State<u64>, after: u64| match s.begin_checkout(t0 + Duration::from_secs(after)) {
+            Step::Wait { new_deadline, .. } => new_deadline,
+            other => panic!("{other:?}"),
+        };
+    assert!(new_deadline(&mut s, 0), "the first waiter sets the timer");
+    assert!(!new_deadline(&mut s, 1), "a later deadline does not");
+    s.resize(settings(0, 0, 5));
+    assert!(
+        new_deadline(&mut s, 2),
+        "an earlier deadline (a shorter timeout) does"
+    );
+}
+
+/// A waiter that arrives with a shorter pool_timeout (after a resize) than the one ahead of
+/// it times out at its own deadline, not at the earlier waiter's; and the queue's timer ends
+/// with the pool.
+#[tokio::test(start_paused = true)]
+async fn a_shorter_timeout_after_a_resize_is_kept_and_the_timer_ends_with_the_pool() {
+    let (p, _m) = pool(settings(1, 0, 60));
+    let held = p.checkout("t").await.unwrap();
+    let p2 = p.clone();
+    let long = tokio::spawn(async move { p2.checkout("t").await.err() });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    p.resize(settings(1, 0, 5));
+    let start = Instant::now();
+    let err = p.checkout("t").await.err().unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert!(matches!(err, CheckoutError::Timeout(_)), "{err}");
+    assert_eq!(p.stats().waiting, 1, "the first waiter still waits");
+    let err = long.await.unwrap().unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(59));
+    assert_eq!(p.counters().timeouts, 2);
+    drop(held);
+    let tasks = tokio::runtime::Handle::current().metrics();
+    assert_eq!(tasks.num_alive_tasks(), 1, "the queue's timer runs");
+    drop(p);
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert_eq!(tasks.num_alive_tasks(), 0, "the timer ended with the pool");
 }
