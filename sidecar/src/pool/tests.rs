@@ -468,6 +468,7 @@ async fn a_shorter_timeout_after_a_resize_is_kept_and_the_timer_ends_with_the_po
     assert_eq!(p.stats().waiting, 1, "the first waiter still waits");
     let err = long.await.unwrap().unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(59));
+    assert!(matches!(err, CheckoutError::Timeout(_)), "{err}");
     assert_eq!(p.counters().timeouts, 2);
     drop(held);
     let tasks = tokio::runtime::Handle::current().metrics();
