@@ -11,6 +11,7 @@
 //! ```
 
 mod observer;
+pub mod queue;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -19,13 +20,14 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use observer::{CloseReason, Counters, CountersSnapshot, PoolObserver};
+pub use queue::{Answer, Refused, Ticket};
 pub use state::{
-    Answer, Entry, Grant, PRE_PING_FRESH, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step,
-    TimedOut, needs_round_trip,
+    Entry, Grant, PRE_PING_FRESH, PRE_PING_TRUST, PoolSettings, PoolStats, State, Step,
+    needs_round_trip,
 };
 
 /// Opens, checks and closes the pooled connections.
@@ -225,11 +227,10 @@ impl<M: Manager> Pool<M> {
             Step::Idle(e) => (Grant::Conn(e), start),
             Step::Open => (Grant::Slot, start),
             Step::Wait {
-                id,
-                rx,
+                ticket,
                 new_deadline,
             } => {
-                let grant = self.wait(id, rx, new_deadline).await?;
+                let grant = self.wait(ticket, new_deadline).await?;
                 (grant, Instant::now())
             }
         };
@@ -284,31 +285,37 @@ impl<M: Manager> Pool<M> {
 
     async fn wait(
         &self,
-        id: u64,
-        rx: oneshot::Receiver<Answer<M::Conn>>,
+        ticket: Ticket,
         new_deadline: bool,
     ) -> Result<Grant<M::Conn>, CheckoutError<M::Error>> {
         let mut waiting = Waiting {
             pool: self.clone(),
-            id,
-            rx: Some(rx),
+            ticket: Some(ticket),
         };
         if new_deadline {
             self.start_timer();
             self.shared.timer.notify_one();
         }
-        let answer = waiting.rx.as_mut().expect("set above").await;
-        waiting.rx = None;
+        let answer =
+            std::future::poll_fn(
+                |cx| match self.shared.lock().poll_answer(ticket, cx.waker()) {
+                    Some(a) => std::task::Poll::Ready(a),
+                    None => std::task::Poll::Pending,
+                },
+            )
+            .await;
+        // The place is given up with the answer: nothing to leave any more.
+        waiting.ticket = None;
         match answer {
-            Ok(Ok(grant)) => Ok(grant),
-            Ok(Err(TimedOut)) => {
+            Ok(grant) => Ok(grant),
+            Err(Refused::TimedOut) => {
                 self.shared.counters.timed_out();
                 if let Some(o) = &self.shared.observer {
                     o.timed_out();
                 }
                 Err(CheckoutError::Timeout(self.settings().timeout_message()))
             }
-            Err(_) => Err(CheckoutError::Closed),
+            Err(Refused::Closed) => Err(CheckoutError::Closed),
         }
     }
 
@@ -328,25 +335,17 @@ impl<M: Manager> Pool<M> {
 /// was already granted.
 struct Waiting<M: Manager> {
     pool: Pool<M>,
-    id: u64,
-    rx: Option<oneshot::Receiver<Answer<M::Conn>>>,
+    /// Until the answer is taken.
+    ticket: Option<Ticket>,
 }
 
 impl<M: Manager> Drop for Waiting<M> {
     fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
-        let removed = self.pool.shared.lock().cancel_wait(self.id);
-        if removed {
+        let Some(ticket) = self.ticket.take() else {
             return;
-        }
-        match rx.try_recv() {
-            Ok(Ok(Grant::Conn(e))) => {
-                let close = self.pool.shared.lock().check_in(e, true, Instant::now());
-                self.pool.shared.close_all(close);
-            }
-            Ok(Ok(Grant::Slot)) => self.pool.shared.release_slot(),
-            Ok(Err(TimedOut)) | Err(_) => {}
-        }
+        };
+        let close = self.pool.shared.lock().leave(ticket, Instant::now());
+        self.pool.shared.close_all(close);
     }
 }
 

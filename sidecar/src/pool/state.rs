@@ -4,10 +4,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::CloseReason;
+use super::queue::{Answer, Refused, Ticket, WaitQueue};
 
 /// The pool settings that can change at runtime.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,22 +104,6 @@ pub enum Grant<C> {
     Slot,
 }
 
-/// A waiter's pool_timeout passed before anything was granted.
-#[derive(Debug, PartialEq, Eq)]
-pub struct TimedOut;
-
-/// What a waiter hears: a grant, or that its pool_timeout passed. (A closed channel: the pool
-/// was shut down.)
-pub type Answer<C> = Result<Grant<C>, TimedOut>;
-
-#[derive(Debug)]
-struct Waiter<C> {
-    id: u64,
-    /// When its pool_timeout passes.
-    deadline: Instant,
-    tx: oneshot::Sender<Answer<C>>,
-}
-
 /// The first step of a checkout.
 #[derive(Debug)]
 pub enum Step<C> {
@@ -130,10 +114,9 @@ pub enum Step<C> {
     /// Wait in line under `id` until the answer arrives on `rx`. `new_deadline`: the queue's
     /// earliest deadline is now this waiter's, so whoever times waiters out must look again.
     Wait {
-        /// The place in line.
-        id: u64,
-        /// Where the grant or the timeout arrives.
-        rx: oneshot::Receiver<Answer<C>>,
+        /// The place in line, where the grant or the refusal arrives
+        /// ([`State::poll_answer`]).
+        ticket: Ticket,
         /// The earliest deadline in the queue moved.
         new_deadline: bool,
     },
@@ -165,11 +148,10 @@ pub struct State<C> {
     /// Idle connections, the one returned last at the back.
     idle: VecDeque<Entry<C>>,
     out: usize,
-    waiters: VecDeque<Waiter<C>>,
+    waiters: WaitQueue<C>,
     /// The deadline the queue's timer is set for, if any: the earliest a waiter had when the
     /// timer last looked (served waiters leave it early, which only makes it look again).
     timer: Option<Instant>,
-    next_id: u64,
     closed: bool,
 }
 
@@ -180,9 +162,8 @@ impl<C> State<C> {
             settings,
             idle: VecDeque::new(),
             out: 0,
-            waiters: VecDeque::new(),
+            waiters: WaitQueue::default(),
             timer: None,
-            next_id: 0,
             closed: false,
         }
     }
@@ -232,51 +213,44 @@ impl<C> State<C> {
             self.out += 1;
             return Step::Open;
         }
-        let (tx, rx) = oneshot::channel();
-        let id = self.next_id;
-        self.next_id += 1;
         let deadline = now + self.settings.pool_timeout;
-        self.waiters.push_back(Waiter { id, deadline, tx });
+        let ticket = self.waiters.push(deadline);
         let new_deadline = self.timer.is_none_or(|t| deadline < t);
         if new_deadline {
             self.timer = Some(deadline);
         }
         Step::Wait {
-            id,
-            rx,
+            ticket,
             new_deadline,
         }
     }
 
-    /// Time out every waiter whose deadline is `now` or earlier (each hears [`TimedOut`]) and
-    /// answer when to look next: the earliest deadline left, `None` with nobody waiting. One
-    /// timer for the whole queue instead of one per waiter: under load nearly every checkout
-    /// waits, and a timer of its own costs a timer-wheel insert and removal each.
+    /// Time out every waiter whose deadline is `now` or earlier (each hears
+    /// [`Refused::TimedOut`]) and answer when to look next: the earliest deadline left, `None`
+    /// with nobody waiting. One timer for the whole queue instead of one per waiter: under load
+    /// nearly every checkout waits, and a timer of its own costs a timer-wheel insert and
+    /// removal each.
     pub fn expire(&mut self, now: Instant) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut i = 0;
-        while let Some(w) = self.waiters.get(i) {
-            if w.deadline > now {
-                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
-                i += 1;
-            } else if let Some(w) = self.waiters.remove(i) {
-                // A receiver already gone is a waiter leaving; it looks under the lock itself.
-                let _ = w.tx.send(Err(TimedOut));
-            }
-        }
-        self.timer = next;
-        next
+        self.timer = self.waiters.expire(now);
+        self.timer
     }
 
-    /// Leave the queue. `false` when the waiter was already served (its grant is in its
-    /// channel).
-    pub fn cancel_wait(&mut self, id: u64) -> bool {
-        match self.waiters.iter().position(|w| w.id == id) {
-            Some(i) => {
-                self.waiters.remove(i);
-                true
+    /// The answer for a waiter's `ticket` if it has come (the place is given up); else
+    /// `waker` is woken when it does.
+    pub fn poll_answer(&mut self, ticket: Ticket, waker: &std::task::Waker) -> Option<Answer<C>> {
+        self.waiters.poll_answer(ticket, waker)
+    }
+
+    /// A waiter gives up (its client went away). A grant that already came is taken back:
+    /// a connection is checked in again, a slot released.
+    pub fn leave(&mut self, ticket: Ticket, now: Instant) -> Vec<(C, CloseReason)> {
+        match self.waiters.leave(ticket) {
+            Some(Grant::Conn(e)) => self.check_in(e, true, now),
+            Some(Grant::Slot) => {
+                self.release_slot();
+                Vec::new()
             }
-            None => false,
+            None => Vec::new(),
         }
     }
 
@@ -289,14 +263,9 @@ impl<C> State<C> {
 
     /// Give waiters permission to open while there is room.
     fn grant_slots(&mut self) {
-        while self.total() < self.settings.capacity() {
-            let Some(w) = self.waiters.pop_front() else {
-                break;
-            };
+        while self.total() < self.settings.capacity() && !self.waiters.is_empty() {
             self.out += 1;
-            if w.tx.send(Ok(Grant::Slot)).is_err() {
-                self.out -= 1;
-            }
+            self.waiters.serve_front(Grant::Slot);
         }
     }
 
@@ -329,16 +298,10 @@ impl<C> State<C> {
             self.grant_slots();
             return close;
         }
-        while let Some(w) = self.waiters.pop_front() {
+        if !self.waiters.is_empty() {
             self.out += 1;
-            match w.tx.send(Ok(Grant::Conn(entry))) {
-                Ok(()) => return close,
-                Err(Ok(Grant::Conn(back))) => {
-                    self.out -= 1;
-                    entry = back;
-                }
-                Err(_) => unreachable!("sent a connection"),
-            }
+            self.waiters.serve_front(Grant::Conn(entry));
+            return close;
         }
         if self.idle.len() >= self.settings.pool_size as usize {
             close.push((entry.conn, CloseReason::Overflow));
@@ -369,7 +332,7 @@ impl<C> State<C> {
     /// the idle connections to close.
     pub fn shut_down(&mut self) -> Vec<(C, CloseReason)> {
         self.closed = true;
-        self.waiters.clear();
+        self.waiters.refuse_all(|| Refused::Closed);
         self.timer = None;
         self.idle
             .drain(..)

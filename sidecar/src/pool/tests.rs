@@ -404,11 +404,11 @@ fn expire_times_out_due_waiters_and_answers_the_next_deadline() {
     for (i, (timeouts, look, want_out, want_next)) in cases.into_iter().enumerate() {
         let t0 = Instant::now();
         let mut s: State<u64> = State::new(settings(0, 0, 1));
-        let mut rxs = Vec::new();
+        let mut tickets = Vec::new();
         for t in timeouts {
             s.resize(settings(0, 0, *t));
             match s.begin_checkout(t0) {
-                Step::Wait { rx, .. } => rxs.push(rx),
+                Step::Wait { ticket, .. } => tickets.push(ticket),
                 other => panic!("case {i}: {other:?}"),
             }
         }
@@ -418,8 +418,13 @@ fn expire_times_out_due_waiters_and_answers_the_next_deadline() {
             want_next.map(|n| t0 + Duration::from_secs(n)),
             "case {i}"
         );
-        let out: Vec<usize> = (0..rxs.len())
-            .filter(|n| matches!(rxs[*n].try_recv(), Ok(Err(TimedOut))))
+        let out: Vec<usize> = (0..tickets.len())
+            .filter(|n| {
+                matches!(
+                    s.poll_answer(tickets[*n], std::task::Waker::noop()),
+                    Some(Err(Refused::TimedOut))
+                )
+            })
             .collect();
         assert_eq!(out, want_out, "case {i}");
         assert_eq!(
@@ -477,4 +482,67 @@ async fn a_shorter_timeout_after_a_resize_is_kept_and_the_timer_ends_with_the_po
     tokio::task::yield_now().await;
     tokio::task::yield_now().await;
     assert_eq!(tasks.num_alive_tasks(), 0, "the timer ended with the pool");
+}
+
+/// The queue's places: an answer is found by its own ticket only (a place reused by a later
+/// waiter does not answer an old ticket), a waiter that leaves before its answer leaves the
+/// line, and one that leaves after a grant hands the grant back.
+#[test]
+fn waiters_find_their_own_answers_and_leaving_returns_grants() {
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_secs(30);
+    let noop = std::task::Waker::noop();
+    let mut q: queue::WaitQueue<u64> = queue::WaitQueue::default();
+    let a = q.push(later);
+    let b = q.push(later);
+    assert_eq!(q.len(), 2);
+    assert!(q.poll_answer(a, noop).is_none(), "nothing yet");
+    // b leaves before any answer: out of line, so a grant goes to a.
+    assert!(q.leave(b).is_none());
+    assert_eq!(q.len(), 1);
+    assert!(q.serve_front(Grant::Conn(Entry::new(7, t0))).is_none());
+    assert!(q.is_empty());
+    // b's place is reused by c; b's old ticket finds nothing there.
+    let c = q.push(later);
+    assert!(q.poll_answer(b, noop).is_none());
+    assert!(q.leave(b).is_none());
+    assert_eq!(q.len(), 1, "c still waits");
+    assert!(matches!(
+        q.poll_answer(a, noop),
+        Some(Ok(Grant::Conn(Entry { conn: 7, .. })))
+    ));
+    assert!(q.poll_answer(a, noop).is_none(), "an answer is taken once");
+    // c is granted a slot, then leaves: the grant comes back to be released.
+    assert!(q.serve_front(Grant::Slot).is_none());
+    assert!(matches!(q.leave(c), Some(Grant::Slot)));
+    // Nobody waiting: a grant is handed back.
+    assert!(matches!(
+        q.serve_front(Grant::Conn(Entry::new(8, t0))),
+        Some(Grant::Conn(Entry { conn: 8, .. }))
+    ));
+    // Refusal reaches everyone still in line.
+    let d = q.push(later);
+    q.refuse_all(|| Refused::Closed);
+    assert!(matches!(q.poll_answer(d, noop), Some(Err(Refused::Closed))));
+}
+
+/// An answer wakes the waker its waiter left.
+#[test]
+fn an_answer_wakes_the_waiter() {
+    use std::task::Wake;
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut q: queue::WaitQueue<u64> = queue::WaitQueue::default();
+    let a = q.push(Instant::now());
+    assert!(q.poll_answer(a, &waker).is_none());
+    assert!(!flag.0.load(Ordering::SeqCst));
+    q.serve_front(Grant::Slot);
+    assert!(flag.0.load(Ordering::SeqCst), "woken");
+    assert!(matches!(q.poll_answer(a, &waker), Some(Ok(Grant::Slot))));
 }
