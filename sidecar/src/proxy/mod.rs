@@ -15,6 +15,7 @@ mod pools;
 mod relay;
 mod session;
 mod startup;
+mod wakes;
 
 pub use cancel::CancelRegistry;
 pub use counters::ProxyCounters;

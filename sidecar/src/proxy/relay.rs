@@ -2,6 +2,9 @@
 //! transaction boundaries from ReadyForQuery.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::phase::{Phase, PhaseWatch};
+use super::wakes::SideWakes;
 use crate::metrics::PoolMetrics;
 use crate::prepared::{ServerAction, Tracking};
 use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
@@ -33,6 +37,8 @@ pub struct ClientIo {
     /// Buffers for what goes to the server and to the client, kept between relays (each relay
     /// empties them first, and drops one grown past [`KEEP_BUFFER_BYTES`]).
     spare: (BytesMut, BytesMut),
+    /// Which socket woke a relay.
+    wakes: SideWakes,
 }
 
 impl ClientIo {
@@ -48,6 +54,7 @@ impl ClientIo {
             wr,
             reader: FrameReader::with_buffer(buffered, max_message, is_frontend_tag),
             spare: (BytesMut::new(), BytesMut::new()),
+            wakes: SideWakes::new(),
         }
     }
 
@@ -282,6 +289,18 @@ impl Boundaries {
     }
 }
 
+/// What a relay's wait ended with.
+enum Woke {
+    /// Bytes from the server were read (or it failed).
+    Server(Result<(), ServerError>),
+    /// A message from the client (or its end).
+    Client(Result<Option<Frame>, ReadError>),
+    /// The idle-in-transaction timer.
+    IdleTimer,
+    /// The proxy's phase changed.
+    Phase,
+}
+
 /// How a session relays.
 #[derive(Clone, Copy, Debug)]
 pub struct Relaying {
@@ -308,7 +327,9 @@ pub async fn relay(
         wr,
         reader,
         spare: (to_server, to_client),
+        wakes,
     } = client;
+    wakes.reset();
     for buf in [&mut *to_server, &mut *to_client] {
         buf.clear();
         if buf.capacity() > KEEP_BUFFER_BYTES {
@@ -350,9 +371,36 @@ pub async fn relay(
             }
         }
         let idle_tx = b.idle_in_transaction();
-        tokio::select! {
-            biased;
-            r = server.fill() => {
+        // The server first, then the client, the timer, the phase (as a biased select), each
+        // socket polled only when its waker woke the task or it was ready last time
+        // (`wakes`): a socket that already waits is not polled again.
+        let woke = poll_fn(|cx| {
+            wakes.register(cx.waker());
+            if wakes.server.take() {
+                let mut side = Context::from_waker(wakes.server.waker());
+                if let Poll::Ready(r) = pin!(server.fill()).poll(&mut side) {
+                    wakes.server.set();
+                    return Poll::Ready(Woke::Server(r));
+                }
+            }
+            if wakes.client.take() {
+                let mut side = Context::from_waker(wakes.client.waker());
+                if let Poll::Ready(r) = pin!(reader.read_frame(rd)).poll(&mut side) {
+                    wakes.client.set();
+                    return Poll::Ready(Woke::Client(r));
+                }
+            }
+            if idle_tx && idle_timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::IdleTimer);
+            }
+            if pin!(phase.changed_from(current)).poll(cx).is_ready() {
+                return Poll::Ready(Woke::Phase);
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Server(r) => {
                 if let Err(e) = r {
                     return Outcome::ServerFailed(e);
                 }
@@ -384,10 +432,14 @@ pub async fn relay(
                     last_activity = tokio::time::Instant::now();
                 }
             }
-            r = reader.read_frame(rd) => {
+            Woke::Client(r) => {
                 let f = match r {
                     Ok(Some(f)) => f,
-                    Ok(None) | Err(ReadError::Io(_)) => return Outcome::ClientGone { clean: b.is_clean() },
+                    Ok(None) | Err(ReadError::Io(_)) => {
+                        return Outcome::ClientGone {
+                            clean: b.is_clean(),
+                        };
+                    }
                     Err(ReadError::Frame(e)) => return Outcome::Protocol(e),
                 };
                 let mut next = Some(f);
@@ -397,7 +449,9 @@ pub async fn relay(
                             if !to_server.is_empty() && server.write(to_server).await.is_err() {
                                 return Outcome::ClientGone { clean: false };
                             }
-                            return Outcome::ClientGone { clean: b.is_clean() };
+                            return Outcome::ClientGone {
+                                clean: b.is_clean(),
+                            };
                         }
                         b'p' => return Outcome::Protocol(FrameError::UnknownType('p')),
                         _ => {}
@@ -419,7 +473,7 @@ pub async fn relay(
                     last_activity = tokio::time::Instant::now();
                 }
             }
-            () = &mut idle_timer, if idle_tx => {
+            Woke::IdleTimer => {
                 let due = last_activity + idle_in_transaction;
                 if tokio::time::Instant::now() >= due {
                     return Outcome::IdleInTransaction;
@@ -427,7 +481,7 @@ pub async fn relay(
                 idle_timer.as_mut().reset(due);
             }
             // Looked at again at the top of the loop.
-            () = phase.changed_from(current) => {}
+            Woke::Phase => {}
         }
     }
 }
