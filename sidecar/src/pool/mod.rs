@@ -215,7 +215,8 @@ impl<M: Manager> Pool<M> {
         application_name: &str,
     ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
         let start = Instant::now();
-        // One lock: the step and the settings it is taken under.
+        // One lock: the step and the settings it is taken under. The clock is read again only
+        // after a wait: `now` serves for the wait and the connection's idle time and age.
         let (step, pool_recycle, pre_ping) = {
             let mut state = self.shared.lock();
             let step = state.begin_checkout(start);
@@ -239,6 +240,7 @@ impl<M: Manager> Pool<M> {
         if let Some(o) = &self.shared.observer {
             o.waited(wait);
         }
+        // From here a slot is ours; the guard gives it back if we fail or are dropped.
         let mut guard = Checkout {
             pool: self.clone(),
             entry: None,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::state::Grant;
 
 /// Why a waiter got no connection.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
     /// Its pool_timeout passed first.
     TimedOut,
@@ -114,9 +114,9 @@ impl<C> WaitQueue<C> {
     }
 
     /// Refuse every waiter with `why`.
-    pub fn refuse_all(&mut self, why: fn() -> Refused) {
+    pub fn refuse_all(&mut self, why: Refused) {
         while let Some(i) = self.order.pop_front() {
-            self.answer(i, Err(why()));
+            self.answer(i, Err(why));
         }
     }
 

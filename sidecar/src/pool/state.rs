@@ -111,8 +111,9 @@ pub enum Step<C> {
     Idle(Entry<C>),
     /// Open a new one (a slot is taken).
     Open,
-    /// Wait in line under `id` until the answer arrives on `rx`. `new_deadline`: the queue's
-    /// earliest deadline is now this waiter's, so whoever times waiters out must look again.
+    /// Wait in line until the answer is left at the ticket's place. `new_deadline`: the
+    /// queue's earliest deadline is now this waiter's, so whoever times waiters out must look
+    /// again.
     Wait {
         /// The place in line, where the grant or the refusal arrives
         /// ([`State::poll_answer`]).
@@ -332,7 +333,7 @@ impl<C> State<C> {
     /// the idle connections to close.
     pub fn shut_down(&mut self) -> Vec<(C, CloseReason)> {
         self.closed = true;
-        self.waiters.refuse_all(|| Refused::Closed);
+        self.waiters.refuse_all(Refused::Closed);
         self.timer = None;
         self.idle
             .drain(..)

@@ -522,7 +522,7 @@ fn waiters_find_their_own_answers_and_leaving_returns_grants() {
     ));
     // Refusal reaches everyone still in line.
     let d = q.push(later);
-    q.refuse_all(|| Refused::Closed);
+    q.refuse_all(Refused::Closed);
     assert!(matches!(q.poll_answer(d, noop), Some(Err(Refused::Closed))));
 }
 
