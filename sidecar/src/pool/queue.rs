@@ -138,8 +138,12 @@ impl<C> WaitQueue<C> {
     }
 
     /// The answer for `ticket`, which gives up its place; else `waker` is woken when it comes.
+    /// A ticket whose place is gone (its answer was taken already) is refused rather than
+    /// left waiting for ever.
     pub fn poll_answer(&mut self, ticket: Ticket, waker: &Waker) -> Option<Answer<C>> {
-        let place = self.place(ticket)?;
+        let Some(place) = self.place(ticket) else {
+            return Some(Err(Refused::Closed));
+        };
         if let Some(answer) = place.answer.take() {
             self.vacate(ticket.index);
             return Some(answer);

@@ -502,16 +502,20 @@ fn waiters_find_their_own_answers_and_leaving_returns_grants() {
     assert_eq!(q.len(), 1);
     assert!(q.serve_front(Grant::Conn(Entry::new(7, t0))).is_none());
     assert!(q.is_empty());
-    // b's place is reused by c; b's old ticket finds nothing there.
+    // b's place is reused by c; b's old ticket finds nothing there (refused, not left to
+    // wait for ever), and leaving with it does not touch c.
     let c = q.push(later);
-    assert!(q.poll_answer(b, noop).is_none());
+    assert!(matches!(q.poll_answer(b, noop), Some(Err(Refused::Closed))));
     assert!(q.leave(b).is_none());
     assert_eq!(q.len(), 1, "c still waits");
     assert!(matches!(
         q.poll_answer(a, noop),
         Some(Ok(Grant::Conn(Entry { conn: 7, .. })))
     ));
-    assert!(q.poll_answer(a, noop).is_none(), "an answer is taken once");
+    assert!(
+        matches!(q.poll_answer(a, noop), Some(Err(Refused::Closed))),
+        "an answer is taken once"
+    );
     // c is granted a slot, then leaves: the grant comes back to be released.
     assert!(q.serve_front(Grant::Slot).is_none());
     assert!(matches!(q.leave(c), Some(Grant::Slot)));
