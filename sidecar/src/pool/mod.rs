@@ -19,6 +19,7 @@ mod tests;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -223,19 +224,19 @@ impl<M: Manager> Pool<M> {
             let s = state.settings();
             (step, s.pool_recycle, s.pre_ping)
         };
-        let (grant, now) = match step {
+        let (grant, now, wait) = match step {
             Step::Closed => return Err(CheckoutError::Closed),
-            Step::Idle(e) => (Grant::Conn(e), start),
-            Step::Open => (Grant::Slot, start),
+            Step::Idle(e) => (Grant::Conn(e), start, Duration::ZERO),
+            Step::Open => (Grant::Slot, start, Duration::ZERO),
             Step::Wait {
                 ticket,
                 new_deadline,
             } => {
                 let grant = self.wait(ticket, new_deadline).await?;
-                (grant, Instant::now())
+                let now = Instant::now();
+                (grant, now, now.saturating_duration_since(start))
             }
         };
-        let wait = now.saturating_duration_since(start);
         self.shared.counters.waited(wait);
         if let Some(o) = &self.shared.observer {
             o.waited(wait);
@@ -245,6 +246,7 @@ impl<M: Manager> Pool<M> {
             pool: self.clone(),
             entry: None,
             settled: false,
+            at: now,
         };
         if let Grant::Conn(mut e) = grant {
             let idle_for = now.saturating_duration_since(e.returned);
@@ -270,7 +272,8 @@ impl<M: Manager> Pool<M> {
                 if let Some(o) = &self.shared.observer {
                     o.opened();
                 }
-                guard.entry = Some(Entry::new(conn, Instant::now()));
+                guard.at = Instant::now();
+                guard.entry = Some(Entry::new(conn, guard.at));
                 Ok(guard)
             }
             Err(e) => {
@@ -357,6 +360,8 @@ pub struct Checkout<M: Manager> {
     pool: Pool<M>,
     entry: Option<Entry<M::Conn>>,
     settled: bool,
+    /// When the connection was handed out (the clock the checkout read last).
+    at: Instant,
 }
 
 impl<M: Manager> Checkout<M> {
@@ -377,11 +382,25 @@ impl<M: Manager> Checkout<M> {
             .unwrap_or_else(Instant::now)
     }
 
+    /// When the connection was handed out, as the checkout read the clock (a caller that
+    /// times what it does next starts from here instead of reading the clock again).
+    pub fn handed_out_at(&self) -> Instant {
+        self.at
+    }
+
     /// Give the connection back: reused if `healthy`, closed otherwise.
-    pub fn release(mut self, healthy: bool) {
+    pub fn release(self, healthy: bool) {
+        self.release_at(healthy, Instant::now());
+    }
+
+    /// [`release`](Self::release) with the time the server last answered on the connection
+    /// (`answered`, at most now; the caller read the clock then), so the pool does not read
+    /// the clock again. The connection's idle time, which decides its pre-ping, counts from
+    /// then.
+    pub fn release_at(mut self, healthy: bool, answered: Instant) {
         self.settled = true;
         if let Some(e) = self.entry.take() {
-            let close = self.pool.shared.lock().check_in(e, healthy, Instant::now());
+            let close = self.pool.shared.lock().check_in(e, healthy, answered);
             self.pool.shared.close_all(close);
         }
     }

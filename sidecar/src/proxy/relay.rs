@@ -5,11 +5,12 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::{Instant, Sleep};
 
 use super::phase::{Phase, PhaseWatch};
 use super::wakes::SideWakes;
@@ -117,6 +118,9 @@ pub struct Boundaries {
     pub tracked_statements: bool,
     /// ReadyForQuery `I` messages seen (transactions that ended).
     pub completed: u64,
+    /// When the last ReadyForQuery arrived, if the clock was read for it (queries are
+    /// timed): the server last answered then, which the pool notes on release.
+    pub answered: Option<Instant>,
     /// Where finished queries are accounted (`poolwarden_query_duration_seconds`, slow
     /// queries), with slow_query_threshold.
     queries: Option<QueryTimer>,
@@ -153,20 +157,20 @@ impl QueryTimer {
         self.threshold = threshold;
     }
 
-    fn client_sent(&mut self, f: &Frame) {
+    /// A client message; `at`: when it arrived, if the caller read the clock.
+    fn client_sent(&mut self, f: &Frame, at: Option<Instant>) {
+        let now = || at.unwrap_or_else(Instant::now);
         match f.tag {
-            b'Q' => self
-                .in_flight
-                .push_back((Instant::now(), f.body.clone(), true)),
+            b'Q' => self.in_flight.push_back((now(), f.body.clone(), true)),
             b'P' => {
-                let start = self.batch.take().map_or_else(Instant::now, |(t, _)| t);
+                let start = self.batch.take().map_or_else(now, |(t, _)| t);
                 self.batch = Some((start, Some(f.body.clone())));
             }
             b'B' | b'D' | b'E' | b'C' | b'H' | b'F' if self.batch.is_none() => {
-                self.batch = Some((Instant::now(), None));
+                self.batch = Some((now(), None));
             }
             b'S' => {
-                let (start, sql) = self.batch.take().unwrap_or((Instant::now(), None));
+                let (start, sql) = self.batch.take().unwrap_or_else(|| (now(), None));
                 match sql {
                     Some(sql) => self.in_flight.push_back((start, sql, false)),
                     None => self.in_flight.push_back((start, Bytes::new(), false)),
@@ -176,11 +180,12 @@ impl QueryTimer {
         }
     }
 
-    fn ready(&mut self) {
+    /// A ReadyForQuery that arrived at `now`.
+    fn ready(&mut self, now: Instant) {
         let Some((start, body, simple)) = self.in_flight.pop_front() else {
             return;
         };
-        let took = start.elapsed();
+        let took = now.saturating_duration_since(start);
         if took < self.threshold {
             self.metrics.observe_query(took);
             return;
@@ -211,6 +216,7 @@ impl Boundaries {
             dirty: false,
             tracked_statements: false,
             completed: 0,
+            answered: None,
             queries: None,
         }
     }
@@ -248,8 +254,14 @@ impl Boundaries {
 
     /// Note a message the client sends.
     pub fn client_sent(&mut self, f: &Frame) {
+        self.client_sent_at(f, None);
+    }
+
+    /// [`client_sent`](Self::client_sent) for a message that arrived at `at` (the caller
+    /// read the clock), so the query timer does not read it again.
+    pub fn client_sent_at(&mut self, f: &Frame, at: Option<Instant>) {
         if let Some(q) = &mut self.queries {
-            q.client_sent(f);
+            q.client_sent(f, at);
         }
         match f.tag {
             b'Q' => {
@@ -278,7 +290,9 @@ impl Boundaries {
     pub fn server_sent(&mut self, tag: u8, body: &[u8]) {
         if tag == b'Z' {
             if let Some(q) = &mut self.queries {
-                q.ready();
+                let now = Instant::now();
+                q.ready(now);
+                self.answered = Some(now);
             }
             self.pending = self.pending.saturating_sub(1);
             self.status = body.first().copied().unwrap_or(b'I');
@@ -311,10 +325,12 @@ pub struct Relaying {
 }
 
 /// Relay until the transaction ends (transaction mode) or the client leaves (session mode).
+/// `first`: a client message already read, with when the caller last read the clock (the
+/// query's timing starts there).
 pub async fn relay(
     client: &mut ClientIo,
     server: &mut ServerConn,
-    first: Option<Frame>,
+    first: Option<(Frame, Instant)>,
     b: &mut Boundaries,
     how: Relaying,
     phase: &PhaseWatch,
@@ -340,21 +356,22 @@ pub async fn relay(
         session_mode,
         idle_in_transaction,
     } = how;
-    if let Some(f) = first {
-        b.client_sent(&f);
+    if let Some((f, at)) = first {
+        b.client_sent_at(&f, Some(at));
         to_server_frame(f, prepared.as_deref_mut(), server, to_server);
         if let Err(e) = server.write(to_server).await {
             return Outcome::ServerFailed(e);
         }
         to_server.clear();
     }
-    // One idle-in-transaction timer per relay, moved on lazily from the last message: a fresh
-    // timer per message would register and cancel a timer-wheel entry for every message.
-    // The clock is read again only when the client's turn inside a transaction begins: the
-    // timer is off while a query runs or the connection is outside a transaction.
-    let mut last_activity = tokio::time::Instant::now();
-    let idle_timer = tokio::time::sleep_until(last_activity + idle_in_transaction);
-    tokio::pin!(idle_timer);
+    // One idle-in-transaction timer per relay, made when the client's turn inside a
+    // transaction first comes and moved on lazily from the last message: a fresh timer per
+    // message would register and cancel a timer-wheel entry for every message. The clock is
+    // read only when the client's turn inside a transaction begins: the timer is off while a
+    // query runs or the connection is outside a transaction (a relay that is never idle in a
+    // transaction, as most are, makes no timer).
+    let mut last_activity: Option<Instant> = None;
+    let mut idle_timer = pin!(None::<Sleep>);
     loop {
         let current = phase.get();
         if current == Phase::Forced {
@@ -371,6 +388,10 @@ pub async fn relay(
             }
         }
         let idle_tx = b.idle_in_transaction();
+        if idle_tx && idle_timer.is_none() {
+            let since = *last_activity.get_or_insert_with(Instant::now);
+            idle_timer.set(Some(tokio::time::sleep_until(since + idle_in_transaction)));
+        }
         // The server first, then the client, the timer, the phase (as a biased select), each
         // socket polled only when its waker woke the task or it was ready last time
         // (`wakes`): a socket that already waits is not polled again.
@@ -390,7 +411,10 @@ pub async fn relay(
                     return Poll::Ready(Woke::Client(r));
                 }
             }
-            if idle_tx && idle_timer.as_mut().poll(cx).is_ready() {
+            if idle_tx
+                && let Some(timer) = idle_timer.as_mut().as_pin_mut()
+                && timer.poll(cx).is_ready()
+            {
                 return Poll::Ready(Woke::IdleTimer);
             }
             if pin!(phase.changed_from(current)).poll(cx).is_ready() {
@@ -429,7 +453,7 @@ pub async fn relay(
                     return Outcome::ClientGone { clean: false };
                 }
                 if b.idle_in_transaction() {
-                    last_activity = tokio::time::Instant::now();
+                    last_activity = Some(b.answered.unwrap_or_else(Instant::now));
                 }
             }
             Woke::Client(r) => {
@@ -470,15 +494,17 @@ pub async fn relay(
                 }
                 to_server.clear();
                 if b.idle_in_transaction() {
-                    last_activity = tokio::time::Instant::now();
+                    last_activity = Some(Instant::now());
                 }
             }
             Woke::IdleTimer => {
-                let due = last_activity + idle_in_transaction;
-                if tokio::time::Instant::now() >= due {
+                let due = last_activity.unwrap_or_else(Instant::now) + idle_in_transaction;
+                if Instant::now() >= due {
                     return Outcome::IdleInTransaction;
                 }
-                idle_timer.as_mut().reset(due);
+                if let Some(timer) = idle_timer.as_mut().as_pin_mut() {
+                    timer.reset(due);
+                }
             }
             // Looked at again at the top of the loop.
             Woke::Phase => {}

@@ -229,15 +229,26 @@ impl Session {
                     }
                 }
             };
-            if let Err(e) = self.prepare(c.conn()).await {
-                tracing::warn!(error = %e, "cannot prepare a server connection");
-                c.discard(CloseReason::Error);
-                return self
-                    .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
-                    .await;
-            }
+            // Make the connection match this client (as `prepare`, checked here rather than
+            // in an async call: there is usually nothing to set, and then no future is
+            // built). The first query is timed from the checkout, or from after the SETs.
+            let resync = match self.resync_sql(c.conn()) {
+                None => Ok(false),
+                Some(sql) => c.conn().simple_query(&sql).await.map(|()| true),
+            };
+            let at = match resync {
+                Ok(false) => c.handed_out_at(),
+                Ok(true) => tokio::time::Instant::now(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prepare a server connection");
+                    c.discard(CloseReason::Error);
+                    return self
+                        .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                        .await;
+                }
+            };
             cancel.set(Some(c.conn().cancel.clone()));
-            let next = self.hold(c, Some(first)).await;
+            let next = self.hold(c, Some((first, at))).await;
             cancel.set(None);
             if let Next::Stop = next {
                 return;
@@ -309,7 +320,11 @@ impl Session {
 
     /// Relay with a checked-out connection until the transaction (or session) ends, then
     /// give the connection back or close it.
-    async fn hold(&mut self, mut c: Checkout<ServerManager>, first: Option<Frame>) -> Next {
+    async fn hold(
+        &mut self,
+        mut c: Checkout<ServerManager>,
+        first: Option<(Frame, tokio::time::Instant)>,
+    ) -> Next {
         let (threshold, limit) = {
             let config = self.ctx.config.load();
             (
@@ -355,13 +370,18 @@ impl Session {
             }
         }
         match outcome {
+            // A clean connection goes back without an async call (no future built).
+            Outcome::Released if !b.dirty => {
+                release(c, b.answered);
+                Next::Continue
+            }
             Outcome::Released => {
-                give_back(c, b.dirty).await;
+                give_back(c, b.dirty, b.answered).await;
                 Next::Continue
             }
             Outcome::ClientGone { clean } => {
                 if clean {
-                    give_back(c, b.dirty || session_mode).await;
+                    give_back(c, b.dirty || session_mode, b.answered).await;
                 } else {
                     // Closing the server connection rolls the transaction back. A query still
                     // running is cancelled first: PostgreSQL would otherwise run it to the end
@@ -408,7 +428,7 @@ impl Session {
             }
             Outcome::Shutdown { clean } => {
                 if clean {
-                    give_back(c, true).await;
+                    give_back(c, true, None).await;
                 } else {
                     c.discard(CloseReason::Shutdown);
                 }
@@ -455,7 +475,13 @@ impl Session {
 /// Return a connection to the pool, reset first if session state may have changed.
 /// `DISCARD ALL` keeps statement_timeout: it was set as a startup option, which is what
 /// `RESET` returns to.
-async fn give_back(mut c: Checkout<ServerManager>, dirty: bool) {
+/// Give a connection back, reset first if `dirty`. `answered`: when its server last
+/// answered, if the relay read the clock then.
+async fn give_back(
+    mut c: Checkout<ServerManager>,
+    dirty: bool,
+    answered: Option<tokio::time::Instant>,
+) {
     if dirty {
         let reset =
             tokio::time::timeout(Duration::from_secs(5), c.conn().simple_query("DISCARD ALL"))
@@ -467,8 +493,17 @@ async fn give_back(mut c: Checkout<ServerManager>, dirty: bool) {
         }
         // DISCARD ALL deallocated every prepared statement.
         c.conn().statements.clear();
+        return c.release(true);
     }
-    c.release(true);
+    release(c, answered);
+}
+
+/// Give a clean connection back. `answered` as in [`give_back`].
+fn release(c: Checkout<ServerManager>, answered: Option<tokio::time::Instant>) {
+    match answered {
+        Some(at) => c.release_at(true, at),
+        None => c.release(true),
+    }
 }
 
 /// Counts a client in its database's `poolwarden_client_connections` while it lives.
