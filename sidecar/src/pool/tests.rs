@@ -224,6 +224,30 @@ fn pre_ping_round_trip_decision() {
     assert!(needs_round_trip(true, just, true, look));
 }
 
+/// A connection's idle time counts from when its server last answered (`release_at`, given
+/// the relay's ReadyForQuery time), not from when it was given back; a checkout hands out the
+/// time it read the clock.
+#[tokio::test(start_paused = true)]
+async fn idle_time_counts_from_the_last_answer() {
+    let (p, m) = pool(settings(2, 0, 30));
+    m.0.quiet.store(true, Ordering::SeqCst);
+    let c = p.checkout("t").await.unwrap();
+    let answered = Instant::now();
+    assert_eq!(c.handed_out_at(), answered);
+    tokio::time::advance(PRE_PING_TRUST).await;
+    c.release_at(true, answered);
+    // Given back just now, but its server last answered a trust window ago: a round trip.
+    p.checkout("t").await.unwrap().release(true);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 1);
+    // Given back just now by `release`: idle from now, the socket not even looked at.
+    let c = p.checkout("t").await.unwrap();
+    assert_eq!(c.handed_out_at(), Instant::now());
+    c.release(true);
+    assert_eq!(m.0.pings.load(Ordering::SeqCst), 1);
+    assert_eq!(m.0.looked.load(Ordering::SeqCst), 0);
+    assert_eq!(stats(&p), (0, 1, 0, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn pre_ping_trusts_a_quiet_recently_used_connection() {
     let (p, m) = pool(settings(2, 0, 30));
