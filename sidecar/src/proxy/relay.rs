@@ -428,6 +428,7 @@ pub async fn relay(
                 if let Err(e) = r {
                     return Outcome::ServerFailed(e);
                 }
+                let was_idle_tx = b.idle_in_transaction();
                 // The server's messages go on from its read buffer; only a reply the pooler
                 // drops or replaces makes a copy.
                 let (tail, failure) = server.relay_buffered(to_client, |tag, body, statements| {
@@ -452,7 +453,10 @@ pub async fn relay(
                 if sent.is_err() {
                     return Outcome::ClientGone { clean: false };
                 }
-                if b.idle_in_transaction() {
+                // The client's turn inside a transaction began with a ReadyForQuery in this
+                // read (its time, if the query timer read the clock for it); a message the
+                // server sends while the client's turn goes on does not move it.
+                if b.idle_in_transaction() && !was_idle_tx {
                     last_activity = Some(b.answered.unwrap_or_else(Instant::now));
                 }
             }
@@ -697,6 +701,24 @@ mod tests {
         let (out, after) = task.await.unwrap();
         assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
         assert_eq!(after, answered + Duration::from_secs(3600));
+    }
+
+    /// A message the server sends while the client's turn goes on (a NoticeResponse) is
+    /// relayed but does not move the idle-in-transaction deadline: the client's messages and
+    /// the ReadyForQuery that begins its turn do.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_notice_does_not_move_the_idle_deadline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut app, mut postgres, task, _start) = relay_in_transaction().await;
+        tokio::time::sleep(Duration::from_secs(3000)).await;
+        let notice = b"N\0\0\0\x0dSNOTICE\0\0";
+        postgres.write_all(notice).await.unwrap();
+        let mut got = [0u8; 14];
+        app.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, notice, "relayed to the client");
+        let (out, after) = task.await.unwrap();
+        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
+        assert_eq!(after, Duration::from_secs(3600));
     }
 
     fn f(tag: u8, body: &'static [u8]) -> Frame {

@@ -472,11 +472,10 @@ impl Session {
     }
 }
 
-/// Return a connection to the pool, reset first if session state may have changed.
+/// Return a connection to the pool, reset first if session state may have changed (`dirty`).
 /// `DISCARD ALL` keeps statement_timeout: it was set as a startup option, which is what
-/// `RESET` returns to.
-/// Give a connection back, reset first if `dirty`. `answered`: when its server last
-/// answered, if the relay read the clock then.
+/// `RESET` returns to. `answered`: when its server last answered, if the relay read the
+/// clock then.
 async fn give_back(
     mut c: Checkout<ServerManager>,
     dirty: bool,
