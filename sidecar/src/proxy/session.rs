@@ -171,7 +171,9 @@ impl Session {
         let _connected = ctx.counters.client_connected();
         let _db_client = DbClient::new(self.login.db.metrics.clone());
         if let Some(mut c) = held {
-            if let Err(e) = self.prepare(c.conn()).await {
+            if let Some(sql) = self.resync_sql(c.conn())
+                && let Err(e) = c.conn().simple_query(&sql).await
+            {
                 tracing::warn!(error = %e, "cannot prepare a server connection");
                 c.discard(CloseReason::Error);
                 return self
@@ -229,9 +231,8 @@ impl Session {
                     }
                 }
             };
-            // Make the connection match this client (as `prepare`, checked here rather than
-            // in an async call: there is usually nothing to set, and then no future is
-            // built). The first query is timed from the checkout, or from after the SETs.
+            // Make the connection match this client; the first query is timed from the
+            // checkout, or from after the SETs.
             let resync = match self.resync_sql(c.conn()) {
                 None => Ok(false),
                 Some(sql) => c.conn().simple_query(&sql).await.map(|()| true),
@@ -284,16 +285,10 @@ impl Session {
         }
     }
 
-    /// Make a server connection match this client's application_name and client_encoding.
-    async fn prepare(&self, server: &mut ServerConn) -> Result<(), crate::server::ServerError> {
-        match self.resync_sql(server) {
-            None => Ok(()),
-            Some(sql) => server.simple_query(&sql).await,
-        }
-    }
-
-    /// The `SET`s that make `server` match this client, `None` when it already does (the
-    /// usual case: two comparisons, nothing built, and the async caller returns at once).
+    /// The `SET`s that make `server` match this client's application_name and
+    /// client_encoding, `None` when it already does (the usual case: two comparisons, nothing
+    /// built, and no async call made: callers run the SETs with `simple_query` only when
+    /// there are some).
     fn resync_sql(&self, server: &ServerConn) -> Option<String> {
         let want = [
             (
@@ -372,7 +367,7 @@ impl Session {
         match outcome {
             // A clean connection goes back without an async call (no future built).
             Outcome::Released if !b.dirty => {
-                release(c, b.answered);
+                c.release_at(true, b.answered.unwrap_or_else(tokio::time::Instant::now));
                 Next::Continue
             }
             Outcome::Released => {
@@ -494,15 +489,7 @@ async fn give_back(
         c.conn().statements.clear();
         return c.release(true);
     }
-    release(c, answered);
-}
-
-/// Give a clean connection back. `answered` as in [`give_back`].
-fn release(c: Checkout<ServerManager>, answered: Option<tokio::time::Instant>) {
-    match answered {
-        Some(at) => c.release_at(true, at),
-        None => c.release(true),
-    }
+    c.release_at(true, answered.unwrap_or_else(tokio::time::Instant::now));
 }
 
 /// Counts a client in its database's `poolwarden_client_connections` while it lives.
