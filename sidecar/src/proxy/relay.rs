@@ -391,10 +391,12 @@ pub async fn relay(
         if idle_tx && idle_timer.is_none() {
             let since = *last_activity.get_or_insert_with(Instant::now);
             idle_timer.set(Some(tokio::time::sleep_until(since + idle_in_transaction)));
+            wakes.timer.set();
         }
         // The server first, then the client, the timer, the phase (as a biased select), each
-        // socket polled only when its waker woke the task or it was ready last time
-        // (`wakes`): a socket that already waits is not polled again.
+        // socket and the timer polled only when its waker woke the task, it was ready last
+        // time or (the timer) it was made or moved (`wakes`): one that already waits is not
+        // polled again.
         let woke = poll_fn(|cx| {
             wakes.register(cx.waker());
             if wakes.server.take() {
@@ -413,7 +415,10 @@ pub async fn relay(
             }
             if idle_tx
                 && let Some(timer) = idle_timer.as_mut().as_pin_mut()
-                && timer.poll(cx).is_ready()
+                && wakes.timer.take()
+                && timer
+                    .poll(&mut Context::from_waker(wakes.timer.waker()))
+                    .is_ready()
             {
                 return Poll::Ready(Woke::IdleTimer);
             }
@@ -508,6 +513,7 @@ pub async fn relay(
                 }
                 if let Some(timer) = idle_timer.as_mut().as_pin_mut() {
                     timer.reset(due);
+                    wakes.timer.set();
                 }
             }
             // Looked at again at the top of the loop.
@@ -699,6 +705,33 @@ mod tests {
             "cut off counting from before the statement"
         );
         let (out, after) = task.await.unwrap();
+        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
+        assert_eq!(after, answered + Duration::from_secs(3600));
+    }
+
+    /// The first deadline passes while a statement runs (the timer fires, but the client's
+    /// turn has not come): when the answer comes the timer is looked at again and moved to
+    /// an hour after the answer, and fires then, not at the answer nor never.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_passed_during_a_statement_moves_to_after_its_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut app, mut postgres, task, start) = relay_in_transaction().await;
+        tokio::time::sleep(Duration::from_secs(3000)).await;
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query("SELECT pg_sleep(700)", &mut q).unwrap();
+        app.write_all(&q).await.unwrap();
+        let mut got = vec![0u8; q.len()];
+        postgres.read_exact(&mut got).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(700)).await;
+        assert!(!task.is_finished(), "cut off while its statement ran");
+        postgres.write_all(b"Z\0\0\0\x05T").await.unwrap();
+        let mut ready = [0u8; 6];
+        app.read_exact(&mut ready).await.unwrap();
+        let answered = start.elapsed();
+        let (out, after) = tokio::time::timeout(Duration::from_secs(10_000), task)
+            .await
+            .expect("the moved deadline fired")
+            .unwrap();
         assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
         assert_eq!(after, answered + Duration::from_secs(3600));
     }
