@@ -367,7 +367,7 @@ mod tests {
                     "SET", "set", "Reset", "LISTEN", "temp", "TEMPORARY", "Set_Config",
                     "pg_advisory_lock", "session_authorization", "select", "abalance", "x",
                     "1", " ", "\n", "(", ")", ";", "'", "\"", "--", "/*", "*/", "-", "/", "$$",
-                    "é", "_", "=", "''",
+                    "é", "_", "=", "''", "P", "pg_temp_table_x",
                 ]),
                 0..12,
             ),
@@ -415,6 +415,29 @@ mod tests {
             ("SELECT 1 -- SET x\n", false),
             ("SELECT a/b, c-d FROM t; LISTEN x", true),
             ("", false),
+            // Longer texts, markers at both ends.
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+                false,
+            ),
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 1; \n ;",
+                false,
+            ),
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 1; SET x = 1",
+                true,
+            ),
+            (
+                "INSERT INTO pgbench_history (tid) VALUES (1) RETURNING pg_advisory_lock(1)",
+                true,
+            ),
+            ("SELECT 1234567; CREATE TEMPORARY TABLE t (a int)", true),
+            (
+                "SELECT col_a, col_b FROM some_table_with_a_long_name WHERE x_y = 1",
+                false,
+            ),
+            ("SELECT 1 FROM t WHERE a = 'x;y'", false),
         ];
         for (sql, want) in table {
             assert_eq!(changes_session_state(sql.as_bytes()), want, "{sql}");
