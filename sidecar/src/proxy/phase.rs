@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use futures::task::AtomicWaker;
 
@@ -118,9 +118,12 @@ impl PhaseWatch {
         Phase::from_u8(self.shared.phase.load(Ordering::SeqCst))
     }
 
-    /// Wait until the phase is no longer `seen`.
-    pub async fn changed_from(&self, seen: Phase) {
-        self.wait_until(|p| p != seen).await;
+    /// The phase now, read after giving the session's waker slot to `waker`: a change from
+    /// here on wakes it. Once: a wake-up takes the waker, so a caller that saw a change and
+    /// waits on calls this again (or waits with [`reached`](Self::reached)).
+    pub fn get_and_wake(&self, waker: &Waker) -> Phase {
+        self.waker.register(waker);
+        self.get()
     }
 
     /// Wait until the phase is at least `phase`.
@@ -171,8 +174,11 @@ mod tests {
             a.get()
         });
         let changed = tokio::spawn(async move {
-            b.changed_from(Phase::Running).await;
-            b.get()
+            std::future::poll_fn(|cx| match b.get_and_wake(cx.waker()) {
+                Phase::Running => Poll::Pending,
+                other => Poll::Ready(other),
+            })
+            .await
         });
         tokio::task::yield_now().await;
         assert!(!draining.is_finished() && !changed.is_finished());
@@ -199,13 +205,40 @@ mod tests {
         assert_eq!(source.watch().get(), Phase::Forced);
     }
 
+    /// A waker given the slot is woken by the next change, once; read before the change, the
+    /// phase is the old one.
+    #[test]
+    fn get_and_wake_wakes_on_the_next_change_once() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let control = PhaseControl::new();
+        let w = control.source().watch();
+        assert_eq!(w.get_and_wake(&waker), Phase::Running);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        control.set(Phase::Draining);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        control.set(Phase::Forced);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "taken by the first wake-up"
+        );
+        assert_eq!(w.get_and_wake(&waker), Phase::Forced);
+    }
+
     /// A change made before anyone waits is seen at once.
     #[tokio::test]
     async fn a_change_before_the_wait_is_not_missed() {
         let control = PhaseControl::new();
         let w = control.source().watch();
         control.set(Phase::Forced);
-        tokio::time::timeout(Duration::from_secs(5), w.changed_from(Phase::Running))
+        tokio::time::timeout(Duration::from_secs(5), w.reached(Phase::Draining))
             .await
             .unwrap();
     }

@@ -372,8 +372,15 @@ pub async fn relay(
     // transaction, as most are, makes no timer).
     let mut last_activity: Option<Instant> = None;
     let mut idle_timer = pin!(None::<Sleep>);
+    // The phase wakes the relay through its own waker, given once here and again after each
+    // change the relay sees (a wake-up takes it), not at every turn: the loop reads the
+    // phase at its top, and the wait ends when the phase's waker woke the task.
+    wakes.phase.take();
+    let mut current = phase.get_and_wake(wakes.phase.waker());
     loop {
-        let current = phase.get();
+        if phase.get() != current {
+            current = phase.get_and_wake(wakes.phase.waker());
+        }
         if current == Phase::Forced {
             return Outcome::Shutdown {
                 clean: b.is_clean(),
@@ -422,7 +429,7 @@ pub async fn relay(
             {
                 return Poll::Ready(Woke::IdleTimer);
             }
-            if pin!(phase.changed_from(current)).poll(cx).is_ready() {
+            if wakes.phase.take() {
                 return Poll::Ready(Woke::Phase);
             }
             Poll::Pending

@@ -84,6 +84,9 @@ pub struct SideWakes {
     pub client: SideWake,
     /// The idle-in-transaction timer's side.
     pub timer: SideWake,
+    /// The proxy's phase ([`super::phase::PhaseWatch::get_and_wake`]): its flag says a change
+    /// woke the task; the relay reads the phase itself, so a relay's start does not set it.
+    pub phase: SideWake,
 }
 
 impl SideWakes {
@@ -94,6 +97,7 @@ impl SideWakes {
             server: SideWake::new(task.clone()),
             client: SideWake::new(task.clone()),
             timer: SideWake::new(task.clone()),
+            phase: SideWake::new(task.clone()),
             task,
         }
     }
