@@ -676,6 +676,33 @@ mod tests {
         (app, postgres, task, start)
     }
 
+    /// The application sends a simple query; PostgreSQL's end reads it as sent.
+    async fn query_reaches_postgres(
+        app: &mut tokio::net::TcpStream,
+        postgres: &mut tokio::net::TcpStream,
+        sql: &str,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut q).unwrap();
+        app.write_all(&q).await.unwrap();
+        let mut got = vec![0u8; q.len()];
+        postgres.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, q.to_vec());
+    }
+
+    /// PostgreSQL answers ReadyForQuery `T` (still in the transaction); the application reads
+    /// it.
+    async fn ready_in_transaction_reaches_app(
+        app: &mut tokio::net::TcpStream,
+        postgres: &mut tokio::net::TcpStream,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        postgres.write_all(b"Z\0\0\0\x05T").await.unwrap();
+        let mut ready = [0u8; 6];
+        app.read_exact(&mut ready).await.unwrap();
+    }
+
     /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
     /// default), in paused time, over real loopback sockets: a client inside a transaction
     /// that sends nothing is cut off after the hour, not before.
@@ -693,18 +720,10 @@ mod tests {
     /// transaction puts the cut-off at 3000 s + 1 h, not at 1 h.
     #[tokio::test(start_paused = true)]
     async fn idle_in_transaction_counts_from_the_last_message() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut app, mut postgres, task, start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3000)).await;
-        let mut q = BytesMut::new();
-        postgres_protocol::message::frontend::query("SELECT 1", &mut q).unwrap();
-        app.write_all(&q).await.unwrap();
-        let mut got = vec![0u8; q.len()];
-        postgres.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, q.to_vec());
-        postgres.write_all(b"Z\0\0\0\x05T").await.unwrap();
-        let mut ready = [0u8; 6];
-        app.read_exact(&mut ready).await.unwrap();
+        query_reaches_postgres(&mut app, &mut postgres, "SELECT 1").await;
+        ready_in_transaction_reaches_app(&mut app, &mut postgres).await;
         let answered = start.elapsed();
         tokio::time::sleep(Duration::from_secs(3599)).await;
         assert!(
@@ -721,19 +740,12 @@ mod tests {
     /// an hour after the answer, and fires then, not at the answer nor never.
     #[tokio::test(start_paused = true)]
     async fn a_deadline_passed_during_a_statement_moves_to_after_its_answer() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut app, mut postgres, task, start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3000)).await;
-        let mut q = BytesMut::new();
-        postgres_protocol::message::frontend::query("SELECT pg_sleep(700)", &mut q).unwrap();
-        app.write_all(&q).await.unwrap();
-        let mut got = vec![0u8; q.len()];
-        postgres.read_exact(&mut got).await.unwrap();
+        query_reaches_postgres(&mut app, &mut postgres, "SELECT pg_sleep(700)").await;
         tokio::time::sleep(Duration::from_secs(700)).await;
         assert!(!task.is_finished(), "cut off while its statement ran");
-        postgres.write_all(b"Z\0\0\0\x05T").await.unwrap();
-        let mut ready = [0u8; 6];
-        app.read_exact(&mut ready).await.unwrap();
+        ready_in_transaction_reaches_app(&mut app, &mut postgres).await;
         let answered = start.elapsed();
         let (out, after) = tokio::time::timeout(Duration::from_secs(10_000), task)
             .await
