@@ -10,7 +10,9 @@
 //! The rule a relay follows: a side is polled when its flag is set; the flag is set at the
 //! start of a relay (registrations from before are with other wakers), by its waker, and by
 //! the relay after the side was ready (what is left must be looked at again) or, for the
-//! timer, made or moved (a new deadline is not registered until polled).
+//! timer, made or moved (a new deadline is not registered until polled). The proxy's phase
+//! has a side too, polled by nobody: its waker only ends the relay's wait, so the relay reads
+//! the phase again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
