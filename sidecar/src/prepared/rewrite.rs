@@ -333,8 +333,26 @@ impl Rewriter {
         self.open_segment().empty_query_tag = Some(tag);
     }
 
-    /// What to do with one message (of type `tag`) from the server.
+    /// What to do with one message (of type `tag`) from the server. Inlined into the relay's
+    /// loop over a read's messages: rows, row descriptions and command tags, most of what a
+    /// server sends, are forwarded after one comparison, without a call.
+    #[inline]
     pub fn server_message(
+        &mut self,
+        tag: u8,
+        client: &mut ClientStatements,
+        server: &mut ServerStatements,
+    ) -> ServerAction {
+        match tag {
+            b'1' | b'3' | b'E' | b'I' | b'Z' => self.answer(tag, client, server),
+            _ => ServerAction::Forward,
+        }
+    }
+
+    /// [`server_message`](Self::server_message) for the messages that answer what the
+    /// rewriter expects: ParseComplete, CloseComplete, an error, an empty query's answer,
+    /// ReadyForQuery.
+    fn answer(
         &mut self,
         tag: u8,
         client: &mut ClientStatements,
