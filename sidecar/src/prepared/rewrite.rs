@@ -335,7 +335,8 @@ impl Rewriter {
 
     /// What to do with one message (of type `tag`) from the server. Inlined into the relay's
     /// loop over a read's messages: rows, row descriptions and command tags, most of what a
-    /// server sends, are forwarded after one comparison, without a call.
+    /// server sends, are forwarded after a match on the type byte, without a call. A type
+    /// `answer` handles must be listed here too.
     #[inline]
     pub fn server_message(
         &mut self,
