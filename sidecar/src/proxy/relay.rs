@@ -699,16 +699,31 @@ mod tests {
         assert_eq!(got, q.to_vec());
     }
 
-    /// PostgreSQL answers ReadyForQuery `T` (still in the transaction); the application reads
-    /// it.
-    async fn ready_in_transaction_reaches_app(
+    /// PostgreSQL's end sends `bytes`; the application reads them as sent.
+    async fn server_bytes_reach_app(
         app: &mut tokio::net::TcpStream,
         postgres: &mut tokio::net::TcpStream,
+        bytes: &[u8],
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        postgres.write_all(b"Z\0\0\0\x05T").await.unwrap();
-        let mut ready = [0u8; 6];
-        app.read_exact(&mut ready).await.unwrap();
+        postgres.write_all(bytes).await.unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        app.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, bytes, "relayed to the client");
+    }
+
+    /// ReadyForQuery `T`: the statement ended, the transaction goes on.
+    const READY_IN_TRANSACTION: &[u8] = b"Z\0\0\0\x05T";
+
+    /// The relay ends by cutting its client off as idle in a transaction, `want` after it
+    /// started (paused time: a relay that would never end fails after a virtual day).
+    async fn cut_off_at(task: tokio::task::JoinHandle<(Outcome, Duration)>, want: Duration) {
+        let (out, after) = tokio::time::timeout(Duration::from_secs(86_400), task)
+            .await
+            .expect("the idle-in-transaction timer fired")
+            .unwrap();
+        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
+        assert_eq!(after, want);
     }
 
     /// The idle-in-transaction timeout at its production value (1 h, the pool_recycle
@@ -719,9 +734,7 @@ mod tests {
         let (_app, _postgres, task, _start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3599)).await;
         assert!(!task.is_finished(), "cut off before the hour");
-        let (out, after) = task.await.unwrap();
-        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
-        assert_eq!(after, Duration::from_secs(3600));
+        cut_off_at(task, Duration::from_secs(3600)).await;
     }
 
     /// Activity moves the idle-in-transaction deadline on: a statement at 3000 s inside the
@@ -731,16 +744,14 @@ mod tests {
         let (mut app, mut postgres, task, start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3000)).await;
         query_reaches_postgres(&mut app, &mut postgres, "SELECT 1").await;
-        ready_in_transaction_reaches_app(&mut app, &mut postgres).await;
+        server_bytes_reach_app(&mut app, &mut postgres, READY_IN_TRANSACTION).await;
         let answered = start.elapsed();
         tokio::time::sleep(Duration::from_secs(3599)).await;
         assert!(
             !task.is_finished(),
             "cut off counting from before the statement"
         );
-        let (out, after) = task.await.unwrap();
-        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
-        assert_eq!(after, answered + Duration::from_secs(3600));
+        cut_off_at(task, answered + Duration::from_secs(3600)).await;
     }
 
     /// The first deadline passes while a statement runs (the timer fires, but the client's
@@ -753,14 +764,9 @@ mod tests {
         query_reaches_postgres(&mut app, &mut postgres, "SELECT pg_sleep(700)").await;
         tokio::time::sleep(Duration::from_secs(700)).await;
         assert!(!task.is_finished(), "cut off while its statement ran");
-        ready_in_transaction_reaches_app(&mut app, &mut postgres).await;
+        server_bytes_reach_app(&mut app, &mut postgres, READY_IN_TRANSACTION).await;
         let answered = start.elapsed();
-        let (out, after) = tokio::time::timeout(Duration::from_secs(10_000), task)
-            .await
-            .expect("the moved deadline fired")
-            .unwrap();
-        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
-        assert_eq!(after, answered + Duration::from_secs(3600));
+        cut_off_at(task, answered + Duration::from_secs(3600)).await;
     }
 
     /// A message the server sends while the client's turn goes on (a NoticeResponse) is
@@ -768,17 +774,10 @@ mod tests {
     /// the ReadyForQuery that begins its turn do.
     #[tokio::test(start_paused = true)]
     async fn a_server_notice_does_not_move_the_idle_deadline() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut app, mut postgres, task, _start) = relay_in_transaction().await;
         tokio::time::sleep(Duration::from_secs(3000)).await;
-        let notice = b"N\0\0\0\x0dSNOTICE\0\0";
-        postgres.write_all(notice).await.unwrap();
-        let mut got = [0u8; 14];
-        app.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, notice, "relayed to the client");
-        let (out, after) = task.await.unwrap();
-        assert!(matches!(out, Outcome::IdleInTransaction), "{out:?}");
-        assert_eq!(after, Duration::from_secs(3600));
+        server_bytes_reach_app(&mut app, &mut postgres, b"N\0\0\0\x0dSNOTICE\0\0").await;
+        cut_off_at(task, Duration::from_secs(3600)).await;
     }
 
     fn f(tag: u8, body: &'static [u8]) -> Frame {
