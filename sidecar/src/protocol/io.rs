@@ -2,7 +2,7 @@
 //! a `read_frame` future may be dropped in a `select!` without losing bytes.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{Frame, FrameError, decode, header};
 
@@ -17,8 +17,14 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Room made for a read when nothing bigger is awaited.
+/// Room made for a read by [`FrameReader::fill`] when nothing bigger is awaited.
 const READ_ROOM: usize = 4096;
+
+/// Room kept for a read by [`FrameReader::read_frame`] (a client's messages, most of them
+/// small): taken frames leave the buffer's front behind them, and without it the room at the
+/// end shrinks until a message arrives in two reads. Space freed at the front is reused when
+/// the taken frames are gone, so the buffer does not grow.
+const MESSAGE_ROOM: usize = 512;
 
 /// A frame reader: a buffer, a size limit and the set of valid type bytes.
 #[derive(Debug)]
@@ -102,6 +108,8 @@ impl FrameReader {
             if let Some(f) = self.try_frame()? {
                 return Ok(Some(f));
             }
+            // Room for the rest of an incomplete message is made by `try_frame`.
+            self.buf.reserve(MESSAGE_ROOM);
             if r.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -113,10 +121,147 @@ impl FrameReader {
     }
 }
 
+/// A socket that can be written without waiting: what the kernel takes now, or `WouldBlock`.
+pub trait TryWrite {
+    /// Write some of `buf` now.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+impl TryWrite for tokio::net::tcp::OwnedWriteHalf {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        tokio::net::tcp::OwnedWriteHalf::try_write(self, buf)
+    }
+}
+
+/// Write all of `bytes`: first one write of what the socket takes now (the usual case for a
+/// message or an answer, which fits in the socket's buffer), without a future's poll and its
+/// waker; what is left, by waiting until the socket takes it.
+pub async fn write_all<W: AsyncWrite + TryWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let done = match w.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if done < bytes.len() {
+        w.write_all(&bytes[done..]).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::ReadBuf;
+
     use super::*;
-    use crate::protocol::frame::is_backend_tag;
+    use crate::protocol::frame::{is_backend_tag, is_frontend_tag};
+
+    /// A stream that hands out its chunks, as much of each as the reader has room for, and
+    /// notes the room it was offered at each read.
+    struct Chunks {
+        chunks: VecDeque<Vec<u8>>,
+        offered: Vec<usize>,
+    }
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.offered.push(buf.remaining());
+            if let Some(mut chunk) = self.chunks.pop_front() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    self.chunks.push_front(chunk.split_off(n));
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A simple Query message.
+    fn query(sql: &str) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+        out.to_vec()
+    }
+
+    /// A client's messages taken one by one (the frames dropped, as the relay drops them once
+    /// sent): every one arrives in one read, and the buffer reuses its room instead of
+    /// growing.
+    #[tokio::test]
+    async fn read_frame_keeps_room_for_the_next_message() {
+        let query = query("SELECT abalance FROM pgbench_accounts");
+        let mut stream = Chunks {
+            chunks: std::iter::repeat_n(query, 1000).collect(),
+            offered: Vec::new(),
+        };
+        let mut r =
+            FrameReader::with_buffer(BytesMut::with_capacity(1024), 1 << 20, is_frontend_tag);
+        for _ in 0..1000 {
+            let f = r.read_frame(&mut stream).await.unwrap().unwrap();
+            assert_eq!(f.tag, b'Q');
+        }
+        assert_eq!(stream.offered.len(), 1000, "one read per message");
+        assert!(stream.offered.iter().all(|room| *room >= MESSAGE_ROOM));
+        assert!(r.buf.capacity() <= 2 * 1024, "grew to {}", r.buf.capacity());
+    }
+
+    /// The rest of a big message is read into room made for all of it at once.
+    #[tokio::test]
+    async fn read_frame_makes_room_for_a_big_message() {
+        let big = query(&"x".repeat(200_000));
+        let (head, rest) = big.split_at(5);
+        let mut stream = Chunks {
+            chunks: [head.to_vec(), rest.to_vec()].into(),
+            offered: Vec::new(),
+        };
+        let mut r = FrameReader::new(1 << 20, is_frontend_tag);
+        let f = r.read_frame(&mut stream).await.unwrap().unwrap();
+        assert_eq!(f.body.len(), 200_000 + 1);
+        assert_eq!(stream.offered.len(), 2, "{:?}", stream.offered);
+        assert!(stream.offered[1] >= rest.len(), "{:?}", stream.offered);
+    }
+
+    /// Everything written arrives in order, whether the socket takes it at once or only
+    /// part of it (8 MiB to a peer that reads it slowly).
+    #[tokio::test]
+    async fn write_all_writes_everything_when_the_socket_takes_part() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = l.accept().await.unwrap();
+        let (_rd, mut wr) = ours.into_split();
+        let sent: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; 4096];
+            loop {
+                let n = peer.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return got;
+                }
+                got.extend_from_slice(&chunk[..n]);
+                tokio::task::yield_now().await;
+            }
+        });
+        write_all(&mut wr, b"small").await.unwrap();
+        write_all(&mut wr, &sent).await.unwrap();
+        write_all(&mut wr, b"").await.unwrap();
+        drop((_rd, wr));
+        let got = reading.await.unwrap();
+        assert_eq!(&got[..5], b"small");
+        assert!(got[5..] == sent[..], "{} bytes arrived", got.len());
+    }
 
     /// Table: bytes buffered → what `fill` says with a stream at its end, and what stays
     /// buffered. A complete message is handed back without reading; a partial one reads.

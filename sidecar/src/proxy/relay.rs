@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, Sleep};
 
@@ -17,7 +16,7 @@ use super::wakes::SideWakes;
 use crate::metrics::PoolMetrics;
 use crate::prepared::{ServerAction, Tracking};
 use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
-use crate::protocol::io::{FrameReader, ReadError};
+use crate::protocol::io::{FrameReader, ReadError, write_all};
 use crate::protocol::sql::{changes_session_state, query_sql};
 use crate::server::{ServerConn, ServerError};
 
@@ -69,7 +68,7 @@ impl ClientIo {
 
     /// Write bytes to the client.
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.wr.write_all(bytes).await
+        write_all(&mut self.wr, bytes).await
     }
 
     /// The next client message.
@@ -460,10 +459,10 @@ pub async fn relay(
                 });
                 let rest = &server.buffered()[tail.clone()];
                 let sent = if to_client.is_empty() {
-                    wr.write_all(rest).await
+                    write_all(wr, rest).await
                 } else {
                     to_client.extend_from_slice(rest);
-                    wr.write_all(to_client).await
+                    write_all(wr, to_client).await
                 };
                 server.consume(tail.end);
                 to_client.clear();

@@ -184,7 +184,7 @@ impl ServerConn {
 
     /// Write bytes to the server.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
-        self.stream.write_all(bytes).await?;
+        crate::protocol::io::write_all(&mut self.stream, bytes).await?;
         Ok(())
     }
 

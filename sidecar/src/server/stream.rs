@@ -37,6 +37,17 @@ impl ServerStream {
     }
 }
 
+impl crate::protocol::io::TryWrite for ServerStream {
+    /// TLS is always written through its stream (`WouldBlock` here): its records are
+    /// buffered and flushed there.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ServerStream::Plain(s) => s.try_write(buf),
+            ServerStream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 impl AsyncRead for ServerStream {
     fn poll_read(
         self: Pin<&mut Self>,
