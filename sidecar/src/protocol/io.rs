@@ -1,8 +1,13 @@
 //! Reading whole frames from an async stream. Cancel-safe: all state lives in the buffer, so
 //! a `read_frame` future may be dropped in a `select!` without losing bytes.
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
 
 use super::frame::{Frame, FrameError, decode, header};
 
@@ -89,14 +94,25 @@ impl FrameReader {
     /// the buffer if it is bigger; `Ok(false)` at end of stream. Returns at once, reading
     /// nothing, while a complete message is buffered. Cancel-safe.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<bool, ReadError> {
+        poll_fn(|cx| self.poll_fill(cx, r)).await
+    }
+
+    /// [`fill`](Self::fill) as a poll, for a caller polling by hand (no future made).
+    pub fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+    ) -> Poll<Result<bool, ReadError>> {
         if self.message_at(0)?.is_some() {
-            return Ok(true);
+            return Poll::Ready(Ok(true));
         }
         // So the message at the front is incomplete: make room for the rest of it.
         let partial = header(&self.buf, self.max_len, self.valid_tag)?;
         let missing = partial.map_or(0, |(_, total)| total - self.buf.len());
         self.buf.reserve(missing.max(READ_ROOM));
-        Ok(r.read_buf(&mut self.buf).await? > 0)
+        Poll::Ready(Ok(
+            ready!(poll_read_buf(Pin::new(r), cx, &mut self.buf))? > 0
+        ))
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between messages.
@@ -104,18 +120,28 @@ impl FrameReader {
         &mut self,
         r: &mut R,
     ) -> Result<Option<Frame>, ReadError> {
+        poll_fn(|cx| self.poll_frame(cx, r)).await
+    }
+
+    /// [`read_frame`](Self::read_frame) as a poll, for a caller polling by hand (no future
+    /// made).
+    pub fn poll_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+    ) -> Poll<Result<Option<Frame>, ReadError>> {
         loop {
             if let Some(f) = self.try_frame()? {
-                return Ok(Some(f));
+                return Poll::Ready(Ok(Some(f)));
             }
             // Room for the rest of an incomplete message is made by `try_frame`.
             self.buf.reserve(MESSAGE_ROOM);
-            if r.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
+            if ready!(poll_read_buf(Pin::new(&mut *r), cx, &mut self.buf))? == 0 {
+                return Poll::Ready(if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(FrameError::Truncated.into())
-                };
+                });
             }
         }
     }
@@ -154,10 +180,8 @@ pub async fn write_all<W: AsyncWrite + TryWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
-    use tokio::io::ReadBuf;
+    use tokio::io::{AsyncReadExt, ReadBuf};
 
     use super::*;
     use crate::protocol::frame::{is_backend_tag, is_frontend_tag};

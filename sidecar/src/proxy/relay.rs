@@ -415,14 +415,14 @@ pub async fn relay(
             wakes.register(cx.waker());
             if wakes.server.take() {
                 let mut side = Context::from_waker(wakes.server.waker());
-                if let Poll::Ready(r) = pin!(server.fill()).poll(&mut side) {
+                if let Poll::Ready(r) = server.poll_fill(&mut side) {
                     wakes.server.set();
                     return Poll::Ready(Woke::Server(r));
                 }
             }
             if wakes.client.take() {
                 let mut side = Context::from_waker(wakes.client.waker());
-                if let Poll::Ready(r) = pin!(reader.read_frame(rd)).poll(&mut side) {
+                if let Poll::Ready(r) = reader.poll_frame(&mut side, rd) {
                     wakes.client.set();
                     return Poll::Ready(Woke::Client(r));
                 }

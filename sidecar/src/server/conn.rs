@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::task::{Poll, ready};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -117,11 +118,15 @@ impl ServerConn {
 
     /// Wait for more bytes from the server (cancel-safe); for [`relay_buffered`](Self::relay_buffered).
     pub async fn fill(&mut self) -> Result<(), ServerError> {
-        if self.reader.fill(&mut self.stream).await? {
-            Ok(())
-        } else {
-            Err(ServerError::Closed)
-        }
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// [`fill`](Self::fill) as a poll, for a caller polling by hand (no future made).
+    pub fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ServerError>> {
+        Poll::Ready(match ready!(self.reader.poll_fill(cx, &mut self.stream))? {
+            true => Ok(()),
+            false => Err(ServerError::Closed),
+        })
     }
 
     /// Pass the complete buffered messages on without copying them: each goes through
