@@ -5,10 +5,9 @@
 //! a session did twice per transaction.)
 
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use futures::task::AtomicWaker;
 
@@ -120,28 +119,22 @@ impl PhaseWatch {
 
     /// The phase now, read after giving the session's waker slot to `waker`: a change from
     /// here on wakes it. Once: a wake-up takes the waker, so a caller that saw a change and
-    /// waits on calls this again (or waits with [`reached`](Self::reached)).
+    /// waits on calls this again (or polls [`poll_reached`](Self::poll_reached)).
     pub fn get_and_wake(&self, waker: &Waker) -> Phase {
         self.waker.register(waker);
         self.get()
     }
 
-    /// Wait until the phase is at least `phase`.
-    pub async fn reached(&self, phase: Phase) {
-        self.wait_until(|p| p >= phase).await;
-    }
-
-    async fn wait_until(&self, done: impl Fn(Phase) -> bool) {
-        poll_fn(|cx| {
-            // Register first, then look: a change after the look wakes the registered task.
-            self.waker.register(cx.waker());
-            if done(self.get()) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+    /// Whether the phase is at least `phase`, polled: if not, the next change wakes the task
+    /// of `cx`.
+    pub fn poll_reached(&self, cx: &mut Context<'_>, phase: Phase) -> Poll<()> {
+        // Register first, then look: a change after the look wakes the registered task.
+        self.waker.register(cx.waker());
+        if self.get() >= phase {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -158,6 +151,14 @@ impl Drop for PhaseWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
+
+    impl PhaseWatch {
+        /// Wait until the phase is at least `phase`.
+        async fn reached(&self, phase: Phase) {
+            poll_fn(|cx| self.poll_reached(cx, phase)).await;
+        }
+    }
     use std::time::Duration;
 
     /// Sessions waiting in different ways all wake on a change; a dropped session leaves no

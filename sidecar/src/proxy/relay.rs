@@ -75,6 +75,11 @@ impl ClientIo {
     pub async fn read(&mut self) -> Result<Option<Frame>, ReadError> {
         self.reader.read_frame(&mut self.rd).await
     }
+
+    /// [`read`](Self::read) as a poll, for a caller polling by hand.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
+        self.reader.poll_frame(cx, &mut self.rd)
+    }
 }
 
 /// How a relay ended.

@@ -1,10 +1,14 @@
 //! One client's session: start-up, then the transaction-mode or session-mode loop.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 
 use super::cancel::CancelRegistry;
@@ -185,13 +189,17 @@ impl Session {
             return;
         }
         loop {
-            let first = tokio::select! {
-                // The client first: the phase is only looked at while it waits.
-                biased;
-                r = self.client.read() => r,
-                () = self.phase.reached(Phase::Draining) => {
-                    return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+            // The client first: the phase is only looked at while it waits. Polled by hand:
+            // no select of two futures made at every transaction.
+            let first = poll_fn(|cx| {
+                if let Poll::Ready(r) = self.client.poll_read(cx) {
+                    return Poll::Ready(Some(r));
                 }
+                self.phase.poll_reached(cx, Phase::Draining).map(|()| None)
+            })
+            .await;
+            let Some(first) = first else {
+                return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
             };
             let first = match first {
                 Ok(Some(f)) if f.tag == b'X' => return,
@@ -266,23 +274,26 @@ impl Session {
     async fn checkout_while_connected(
         &mut self,
     ) -> Option<Result<Checkout<ServerManager>, CheckoutError<crate::server::ConnectError>>> {
-        let pool = self.login.db.pool.clone();
-        let checkout = pool.checkout(self.login.application_name());
-        tokio::pin!(checkout);
+        let Self { login, client, .. } = self;
+        let mut checkout = pin!(login.db.pool.checkout(login.application_name()));
         let mut watch_eof = true;
         let mut probe = [0u8; 1];
-        loop {
-            tokio::select! {
-                // The checkout first: an idle connection is taken without looking at the client.
-                biased;
-                r = &mut checkout => return Some(r),
-                peeked = self.client.rd.peek(&mut probe), if watch_eof => match peeked {
-                    Ok(0) | Err(_) => return None,
+        poll_fn(|cx| {
+            // The checkout first: an idle connection is taken without looking at the client.
+            if let Poll::Ready(r) = checkout.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            while watch_eof {
+                let mut buf = ReadBuf::new(&mut probe);
+                match ready!(client.rd.poll_peek(cx, &mut buf)) {
+                    Ok(0) | Err(_) => return Poll::Ready(None),
                     // More messages are waiting: the client is there; stop watching.
                     Ok(_) => watch_eof = false,
-                },
+                }
             }
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// The `SET`s that make `server` match this client's application_name and
