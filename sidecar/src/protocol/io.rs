@@ -1,5 +1,7 @@
-//! Reading whole frames from an async stream. Cancel-safe: all state lives in the buffer, so
-//! a `read_frame` future may be dropped in a `select!` without losing bytes.
+//! Reading whole frames from an async stream, and writing bytes to a socket without waiting
+//! when it takes them at once. Reading is cancel-safe: all state lives in the buffer, so a
+//! `read_frame` future may be dropped in a `select!` (or a `poll_frame` left unfinished)
+//! without losing bytes.
 
 use std::future::poll_fn;
 use std::pin::Pin;
