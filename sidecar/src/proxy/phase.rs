@@ -152,6 +152,7 @@ impl Drop for PhaseWatch {
 mod tests {
     use super::*;
     use std::future::poll_fn;
+    use std::time::Duration;
 
     impl PhaseWatch {
         /// Wait until the phase is at least `phase`.
@@ -159,7 +160,6 @@ mod tests {
             poll_fn(|cx| self.poll_reached(cx, phase)).await;
         }
     }
-    use std::time::Duration;
 
     /// Sessions waiting in different ways all wake on a change; a dropped session leaves no
     /// slot behind; dropping the control forces everyone.
