@@ -24,7 +24,7 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Room made for a read by [`FrameReader::fill`] when nothing bigger is awaited.
+/// Room made for a read by [`FrameReader::poll_fill`] when nothing bigger is awaited.
 const READ_ROOM: usize = 4096;
 
 /// Room kept for a read by [`FrameReader::read_frame`] (a client's messages, most of them
@@ -93,13 +93,9 @@ impl FrameReader {
     }
 
     /// Read what the stream has into the buffer, making room for the message at the end of
-    /// the buffer if it is bigger; `Ok(false)` at end of stream. Returns at once, reading
-    /// nothing, while a complete message is buffered. Cancel-safe.
-    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<bool, ReadError> {
-        poll_fn(|cx| self.poll_fill(cx, r)).await
-    }
-
-    /// [`fill`](Self::fill) as a poll, for a caller polling by hand (no future made).
+    /// the buffer if it is bigger; `Ok(false)` at end of stream. Ready at once, reading
+    /// nothing, while a complete message is buffered. A poll, for a caller polling by hand
+    /// (no future made); cancel-safe.
     pub fn poll_fill<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -289,7 +285,7 @@ mod tests {
         assert!(got[5..] == sent[..], "{} bytes arrived", got.len());
     }
 
-    /// Table: bytes buffered → what `fill` says with a stream at its end, and what stays
+    /// Table: bytes buffered → what `poll_fill` says with a stream at its end, and what stays
     /// buffered. A complete message is handed back without reading; a partial one reads.
     #[tokio::test]
     async fn fill_reads_only_without_a_complete_message() {
@@ -301,13 +297,19 @@ mod tests {
         ];
         for (buffered, want) in cases {
             let mut r = FrameReader::with_buffer(BytesMut::from(buffered), 1 << 20, is_backend_tag);
-            let got = r.fill(&mut tokio::io::empty()).await.map_err(|_| ());
+            let got = poll_fn(|cx| r.poll_fill(cx, &mut tokio::io::empty()))
+                .await
+                .map_err(|_| ());
             assert_eq!(got, want, "{buffered:?}");
             assert_eq!(r.buffered(), buffered);
         }
         // A malformed header is an error, not a read.
         let mut r =
             FrameReader::with_buffer(BytesMut::from(&b"?\0\0\0\x05"[..]), 64, is_backend_tag);
-        assert!(r.fill(&mut tokio::io::empty()).await.is_err());
+        assert!(
+            poll_fn(|cx| r.poll_fill(cx, &mut tokio::io::empty()))
+                .await
+                .is_err()
+        );
     }
 }

@@ -116,12 +116,8 @@ impl ServerConn {
         }
     }
 
-    /// Wait for more bytes from the server (cancel-safe); for [`relay_buffered`](Self::relay_buffered).
-    pub async fn fill(&mut self) -> Result<(), ServerError> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
-    /// [`fill`](Self::fill) as a poll, for a caller polling by hand (no future made).
+    /// More bytes from the server, polled (cancel-safe, no future made); for
+    /// [`relay_buffered`](Self::relay_buffered).
     pub fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ServerError>> {
         Poll::Ready(match ready!(self.reader.poll_fill(cx, &mut self.stream))? {
             true => Ok(()),
@@ -333,7 +329,7 @@ mod tests {
             },
         );
         while c.buffered().len() < bytes.len() {
-            c.fill().await.unwrap();
+            std::future::poll_fn(|cx| c.poll_fill(cx)).await.unwrap();
         }
         c
     }
