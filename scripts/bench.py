@@ -89,7 +89,9 @@ def status_kib(pid, key):
 class Pooler:
     """One pooler process, started for one run and stopped after it."""
 
-    def __init__(self, kind, args, work, pool_size, max_overflow=0):
+    def __init__(self, kind, args, work, pool_size, max_overflow=0, wrap=(), start_limit=20.0):
+        """`wrap`: a command the pooler runs under (scripts/profile's valgrind); `start_limit`:
+        seconds it has to start accepting clients."""
         self.kind = kind
         self.port = free_port()
         self.dir = Path(work) / f"{kind}-{self.port}"
@@ -128,9 +130,9 @@ class Pooler:
             shutil.chown(p, RUN_AS)
         env = {k: v for k, v in os.environ.items() if not k.startswith("POOLWARDEN_")}
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
+            [*wrap, *cmd], stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
             user=RUN_AS, group=RUN_AS, extra_groups=[], cwd=self.dir)
-        wait_accepting(self.port, self.proc, self.log)
+        wait_accepting(self.port, self.proc, self.log, start_limit)
 
     @property
     def pid(self):

@@ -142,3 +142,25 @@ ensure_kubernetes_validate() {
 ensure_pgbouncer() {
   command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || { echo "installing pgbouncer"; apt_install pgbouncer; }
 }
+
+# valgrind (callgrind) for scripts/profile.
+ensure_valgrind() {
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || { echo "installing valgrind"; apt_install valgrind; }
+}
+
+# A throwaway PostgreSQL cluster in $1/pg on a free port with a pgbench database (scale $2),
+# run as the postgres user, for scripts/bench and scripts/profile. Sets PGBIN and PGPORT; the
+# caller stops it (pg_ctl -D "$1/pg" stop) in its EXIT trap.
+start_bench_postgres() {
+  local work=$1 scale=$2
+  PGBIN=$(pg_bin_dir)
+  PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/pg"; chown postgres "$work/pg"; chmod 700 "$work/pg"
+  runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w start -o \
+    "-c listen_addresses=127.0.0.1 -c port=$PGPORT -k $work/pg -c max_connections=300 \
+     -c shared_buffers=256MB -c synchronous_commit=off" >/dev/null
+  psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE DATABASE bench" >/dev/null
+  pgbench -q -i -s "$scale" -h 127.0.0.1 -p "$PGPORT" -U postgres bench 2>&1 | tail -1
+  echo "PostgreSQL on 127.0.0.1:$PGPORT"
+}
