@@ -4,10 +4,11 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::ReadBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, Sleep};
 
@@ -26,14 +27,16 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// Output buffers kept between transactions up to this size, so a transaction allocates none.
 const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 
-/// The client side of a session.
+/// The client side of a session. Its socket is read only through its methods and the relay,
+/// which keep the client side's flag ([`SideWakes`]) true whenever the socket's registration
+/// may hold a waker other than the client side's.
 pub struct ClientIo {
     /// Read half.
-    pub rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    wr: OwnedWriteHalf,
     /// Frames from the client.
-    pub reader: FrameReader,
+    reader: FrameReader,
     /// Buffers for what goes to the server and to the client, kept between relays (each relay
     /// empties them first, and drops one grown past [`KEEP_BUFFER_BYTES`]).
     spare: (BytesMut, BytesMut),
@@ -73,12 +76,42 @@ impl ClientIo {
 
     /// The next client message.
     pub async fn read(&mut self) -> Result<Option<Frame>, ReadError> {
-        self.reader.read_frame(&mut self.rd).await
+        let r = self.reader.read_frame(&mut self.rd).await;
+        // The socket's registration may now hold this task's waker, not the client side's:
+        // the next poll_next must look at the socket (and at what this read left buffered).
+        self.wakes.client.set();
+        r
     }
 
-    /// [`read`](Self::read) as a poll, for a caller polling by hand.
-    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
-        self.reader.poll_frame(cx, &mut self.rd)
+    /// Whether the client closed its socket (`true`) or sent more (`false`), as a poll that
+    /// never takes a byte (a one-byte peek), for a wait that does not read messages.
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        // The peek registers the task's waker on the socket: the next poll_next looks again.
+        self.wakes.client.set();
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        match ready!(self.rd.poll_peek(cx, &mut buf)) {
+            Ok(0) | Err(_) => Poll::Ready(true),
+            Ok(_) => Poll::Ready(false),
+        }
+    }
+
+    /// The next client message between transactions, as a poll, by the relay's rule
+    /// ([`SideWakes`]): the socket is read only when the client's side woke (or was ready last
+    /// time, or a relay or [`read`](Self::read) began since); otherwise its side's waker is
+    /// still registered from the relay's last poll, and the poll returns at once. So the wait
+    /// after a transaction neither reads the socket again nor swaps the registration's waker
+    /// for the task's, and a relay's next poll finds its own waker there.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
+        self.wakes.register(cx.waker());
+        if !self.wakes.client.take() {
+            return Poll::Pending;
+        }
+        let mut side = Context::from_waker(self.wakes.client.waker());
+        let r = ready!(self.reader.poll_frame(&mut side, &mut self.rd));
+        // Ready: more may be buffered, so the next poll looks again.
+        self.wakes.client.set();
+        Poll::Ready(r)
     }
 }
 
@@ -686,6 +719,78 @@ mod tests {
             (out, start.elapsed())
         });
         (app, postgres, task, start)
+    }
+
+    /// A loopback pair: the application's end and the proxy's `ClientIo`.
+    async fn client_pair() -> (tokio::net::TcpStream, ClientIo) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (sock, _) = l.accept().await.unwrap();
+        let (rd, wr) = sock.into_split();
+        (app, ClientIo::new(rd, wr, BytesMut::new(), 1 << 20))
+    }
+
+    fn query_bytes(sql: &str) -> BytesMut {
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut q).unwrap();
+        q
+    }
+
+    /// The wait between transactions skips the socket while the client side's waker is
+    /// registered and has not woken; a read that registered the task's waker instead (as
+    /// `read` does) makes it look again, and finds what that read left buffered.
+    #[tokio::test]
+    async fn poll_next_looks_again_after_a_read_elsewhere() {
+        use tokio::io::AsyncWriteExt;
+        let (mut app, mut client) = client_pair().await;
+        let noop = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&noop);
+        assert!(client.poll_next(&mut cx).is_pending(), "nothing sent yet");
+        assert!(
+            client.poll_next(&mut cx).is_pending(),
+            "not woken: not read"
+        );
+        // Two messages in one write; `read` waits with the task's waker and takes the first.
+        let mut two = query_bytes("SELECT 1");
+        two.extend_from_slice(&query_bytes("SELECT 2"));
+        let (first, sent) = tokio::join!(client.read(), app.write_all(&two));
+        sent.unwrap();
+        let first = first.unwrap().unwrap();
+        assert_eq!(&first.body[..], b"SELECT 1\0");
+        // The second is buffered: the next poll must return it at once.
+        match client.poll_next(&mut cx) {
+            Poll::Ready(Ok(Some(f))) => assert_eq!(&f.body[..], b"SELECT 2\0"),
+            other => panic!("the buffered message was missed: {other:?}"),
+        }
+    }
+
+    /// The peek of the wait for a server connection registers the task's waker on the
+    /// socket; the wait between transactions then looks at the socket again. The peek
+    /// takes no byte, and sees the client leave.
+    #[tokio::test]
+    async fn poll_next_looks_again_after_a_peek() {
+        use tokio::io::AsyncWriteExt;
+        let (mut app, mut client) = client_pair().await;
+        let noop = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&noop);
+        assert!(client.poll_next(&mut cx).is_pending());
+        assert!(client.poll_closed(&mut cx).is_pending(), "nothing sent yet");
+        app.write_all(&query_bytes("SELECT 3")).await.unwrap();
+        assert!(
+            !poll_fn(|cx| client.poll_closed(cx)).await,
+            "bytes waiting, not closed"
+        );
+        match client.poll_next(&mut cx) {
+            Poll::Ready(Ok(Some(f))) => assert_eq!(&f.body[..], b"SELECT 3\0"),
+            other => panic!("the peeked message was missed: {other:?}"),
+        }
+        drop(app);
+        assert!(
+            poll_fn(|cx| client.poll_closed(cx)).await,
+            "the client left"
+        );
     }
 
     /// The application sends a simple query; PostgreSQL's end reads it as sent.

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 
 use super::cancel::CancelRegistry;
@@ -192,7 +191,7 @@ impl Session {
             // The client first: the phase is only looked at while it waits. Polled by hand:
             // no select of two futures made at every transaction.
             let first = poll_fn(|cx| {
-                if let Poll::Ready(r) = self.client.poll_read(cx) {
+                if let Poll::Ready(r) = self.client.poll_next(cx) {
                     return Poll::Ready(Some(r));
                 }
                 self.phase.poll_reached(cx, Phase::Draining).map(|()| None)
@@ -277,19 +276,17 @@ impl Session {
         let Self { login, client, .. } = self;
         let mut checkout = pin!(login.db.pool.checkout(login.application_name()));
         let mut watch_eof = true;
-        let mut probe = [0u8; 1];
         poll_fn(|cx| {
             // The checkout first: an idle connection is taken without looking at the client.
             if let Poll::Ready(r) = checkout.as_mut().poll(cx) {
                 return Poll::Ready(Some(r));
             }
-            while watch_eof {
-                let mut buf = ReadBuf::new(&mut probe);
-                match ready!(client.rd.poll_peek(cx, &mut buf)) {
-                    Ok(0) | Err(_) => return Poll::Ready(None),
-                    // More messages are waiting: the client is there; stop watching.
-                    Ok(_) => watch_eof = false,
+            if watch_eof {
+                if ready!(client.poll_closed(cx)) {
+                    return Poll::Ready(None);
                 }
+                // More messages are waiting: the client is there; stop watching.
+                watch_eof = false;
             }
             Poll::Pending
         })
