@@ -76,11 +76,11 @@ impl ClientIo {
 
     /// The next client message.
     pub async fn read(&mut self) -> Result<Option<Frame>, ReadError> {
-        let r = self.reader.read_frame(&mut self.rd).await;
-        // The socket's registration may now hold this task's waker, not the client side's:
-        // the next poll_next must look at the socket (and at what this read left buffered).
+        // Marked first, so that it holds even if this read is dropped before it ends: the
+        // socket's registration may come to hold this task's waker, not the client side's,
+        // and the next poll_next must look at the socket (and at what the read left buffered).
         self.wakes.client.set();
-        r
+        self.reader.read_frame(&mut self.rd).await
     }
 
     /// Whether the client closed its socket (`true`) or sent more (`false`), as a poll that

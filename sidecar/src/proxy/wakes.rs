@@ -12,7 +12,10 @@
 //! the relay after the side was ready (what is left must be looked at again) or, for the
 //! timer, made or moved (a new deadline is not registered until polled). The proxy's phase
 //! has a side too, polled by nobody: its waker only ends the relay's wait, so the relay reads
-//! the phase again.
+//! the phase again. A session's wait for the client's next message between transactions
+//! follows the same rule for the client's side (`ClientIo::poll_next`), so it finds the
+//! relay's registration in place instead of reading the socket again; the other reads of the
+//! client's socket (`ClientIo::read`, the checkout wait's peek) set the client's flag.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
