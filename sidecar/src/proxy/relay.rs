@@ -683,14 +683,7 @@ mod tests {
         tokio::time::Instant,
     ) {
         use crate::server::{CancelTarget, ServerStream};
-        use tokio::net::{TcpListener, TcpStream};
 
-        async fn pair() -> (TcpStream, TcpStream) {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let (b, _) = l.accept().await.unwrap();
-            (a, b)
-        }
         let (app, proxy_client) = pair().await;
         let (proxy_server, postgres) = pair().await;
         let (rd, wr) = proxy_client.into_split();
@@ -721,13 +714,19 @@ mod tests {
         (app, postgres, task, start)
     }
 
-    /// A loopback pair: the application's end and the proxy's `ClientIo`.
-    async fn client_pair() -> (tokio::net::TcpStream, ClientIo) {
+    /// Two ends of a loopback connection: the connecting one, then the accepted one.
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
-        let (sock, _) = l.accept().await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// A loopback pair: the application's end and the proxy's `ClientIo`.
+    async fn client_pair() -> (tokio::net::TcpStream, ClientIo) {
+        let (app, sock) = pair().await;
         let (rd, wr) = sock.into_split();
         (app, ClientIo::new(rd, wr, BytesMut::new(), 1 << 20))
     }
@@ -800,8 +799,7 @@ mod tests {
         sql: &str,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut q = BytesMut::new();
-        postgres_protocol::message::frontend::query(sql, &mut q).unwrap();
+        let q = query_bytes(sql);
         app.write_all(&q).await.unwrap();
         let mut got = vec![0u8; q.len()];
         postgres.read_exact(&mut got).await.unwrap();
