@@ -15,6 +15,7 @@ left out. Python 3 standard library only; the pooler classes are scripts/bench.p
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -56,10 +57,11 @@ def callgrind_control(option, pid):
 
 
 def total_instructions(path):
+    """The dump's total (its `totals:` or `summary:` line), None while it is not written."""
     for line in Path(path).read_text(errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
+    return None
 
 
 def top_functions(path, n):
@@ -77,7 +79,7 @@ def measure(args, kind, workload):
     _, clients, per_client, _ = WORKLOADS[workload]
     out_dir = Path(args.work) / f"callgrind-{kind}-{workload}"
     out_dir.mkdir()
-    bench.shutil.chown(out_dir, bench.RUN_AS)
+    shutil.chown(out_dir, bench.RUN_AS)
     wrap = ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no",
             f"--callgrind-out-file={out_dir}/callgrind.out"]
     pooler = bench.Pooler(kind, args, args.work, args.pool_size, wrap=wrap, start_limit=120.0)
@@ -86,16 +88,17 @@ def measure(args, kind, workload):
         callgrind_control("--zero", pooler.pid)
         done = pgbench(pooler.port, workload, per_client)
         callgrind_control("--dump", pooler.pid)
-        # The dump is written by the process itself, between two of its instructions.
+        # The dump is written by the process itself, between two of its instructions, and
+        # ends with its totals line: wait for that, not for the file to appear.
         deadline = time.monotonic() + 60
-        dumps = []
-        while not dumps and time.monotonic() < deadline:
+        instructions = None
+        while instructions is None:
             dumps = sorted(out_dir.glob("callgrind.out.*"))
-            time.sleep(0.2)
-        if not dumps:
-            raise RuntimeError(f"callgrind wrote no dump into {out_dir}")
-        time.sleep(1)
-        instructions = total_instructions(dumps[-1])
+            instructions = total_instructions(dumps[-1]) if dumps else None
+            if instructions is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"callgrind wrote no complete dump into {out_dir}")
+                time.sleep(0.2)
         top = top_functions(dumps[-1], args.top) if args.top else []
     finally:
         pooler.stop()
