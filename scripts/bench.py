@@ -7,7 +7,9 @@ PgBouncer, poolwarden-sidecar. A pooler is started fresh for each run (so its pe
 belongs to that run), warmed up with a short pgbench, then measured: CPU time from
 /proc/PID/stat (utime + stime, all threads) before and after, transactions and per-transaction
 latencies from pgbench's log (-l). Rounds alternate the poolers' order (A B, B A) and the
-table shows medians over rounds. Then the memory check: 1,000 clients log in to each pooler
+table shows medians over rounds; the verdict table adds each round's own ratios (the two
+poolers' runs of a round are next to each other in time), to show what the machine's drift
+does to a verdict. Then the memory check: 1,000 clients log in to each pooler
 and stay idle; VmRSS is read. Python 3 standard library only.
 """
 
@@ -282,6 +284,18 @@ def med(rows, key):
     return statistics.median(xs) if xs else float("nan")
 
 
+def paired(rows, key):
+    """poolwarden / PgBouncer for each round, in round order: the two runs of a round are
+    next to each other in time, so these show how far the machine's drift moves the ratio (the
+    verdict is on the medians)."""
+    pgb = {r["round"]: r.get(key) for r in rows["pgbouncer"]}
+    out = []
+    for r in sorted(rows["poolwarden"], key=lambda r: r["round"]):
+        b, w = pgb.get(r["round"]), r.get(key)
+        out.append(w / b if b and w is not None else float("nan"))
+    return out
+
+
 def fmt(x, digits=1):
     return "—" if x is None or x != x else f"{x:,.{digits}f}"
 
@@ -313,8 +327,9 @@ def report(args, results, memory, started, host, seconds, rounds):
              "pooler CPU µs/tx | pooler peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     verdict = ["", "| Workload | Clients | tps pw/PgB (≥ 1.0) | CPU µs/tx pw/PgB (≤ 1.0) | "
-               "p99 added pw vs PgB ms | peak RSS pw MiB | Targets |",
-               "|---|---|---|---|---|---|---|"]
+               "p99 added pw vs PgB ms | peak RSS pw MiB | Targets | "
+               "round by round: tps; CPU pw/PgB |",
+               "|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         workload, clients, per_tx = CELLS[cell]
         wl = ("-S" if workload else "TPC-B") + (" -C" if per_tx else "")
@@ -341,8 +356,11 @@ def report(args, results, memory, started, host, seconds, rounds):
             ok.append("p99 " + ("met" if wa <= ba else "MISSED"))
             if clients >= 50 and not per_tx:
                 ok.append("RSS " + ("met" if wr <= 16 else "MISSED"))
+            spread = (" ".join(fmt(x, 2) for x in paired(rows, "tps")) + "; "
+                      + " ".join(fmt(x, 2) for x in paired(rows, "cpu_us_per_tx")))
             verdict.append(f"| {wl} | {clients} | {fmt(tr, 2)} | {fmt(cr, 2)} | "
-                           f"{fmt(wa, 3)} vs {fmt(ba, 3)} | {fmt(wr, 1)} | {', '.join(ok)} |")
+                           f"{fmt(wa, 3)} vs {fmt(ba, 3)} | {fmt(wr, 1)} | {', '.join(ok)} | "
+                           f"{spread} |")
     out = lines + verdict
     if memory:
         out += ["", f"Idle clients: {memory[0]['clients']} client connections logged in and "
