@@ -117,6 +117,10 @@ class Pooler:
                 f"logfile = {self.log}\n"
                 "ignore_startup_parameters = extra_float_digits\n")
             cmd = ["pgbouncer", str(self.dir / "pgbouncer.ini")]
+        elif kind.startswith("floor-"):
+            # scripts/profile's floor relays (bench/floor): trust, the same pool size.
+            cmd = [str(Path(args.floor_dir) / kind), f"127.0.0.1:{self.port}",
+                   f"127.0.0.1:{args.pg_port}", str(pool_size)]
         else:
             (self.dir / "poolwarden.yaml").write_text(
                 f"listen: 127.0.0.1:{self.port}\nadmin_listen: 127.0.0.1:{free_port()}\n"

@@ -9,7 +9,9 @@ where tps and CPU time cannot. For each workload and pooler: the pooler is start
 callgrind as in scripts/bench (same configuration, same pool), warmed up with a short pgbench,
 its counters are zeroed, a fixed number of transactions is run, the counters are dumped, and
 the instructions are divided by the transactions pgbench reports. Start-up and warm-up are
-left out. Python 3 standard library only; the pooler classes are scripts/bench.py's.
+left out. With --floor-dir, bench/floor's two minimal relays are counted the same way (not
+for -S -C: they model no login work): what an event loop costs per transaction before any
+pooler feature (BENCHMARKS.md, "The floor"). Python 3 standard library only; the pooler classes are scripts/bench.py's.
 """
 
 import argparse
@@ -116,6 +118,7 @@ def main():
     p.add_argument("--pool-size", type=int, default=20)
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--top", type=int, default=0, help="also list the N costliest functions")
+    p.add_argument("--floor-dir", help="also count bench/floor's two relays, built here")
     args = p.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in workloads if w not in WORKLOADS]
@@ -125,10 +128,17 @@ def main():
     # valgrind names the files callgrind_control reaches it through after $USER, and the
     # poolers run as RUN_AS with this process's environment.
     os.environ["USER"] = os.environ["LOGNAME"] = bench.RUN_AS
+    kinds = ["pgbouncer", "poolwarden"]
+    if args.floor_dir:
+        kinds += ["floor-mio", "floor-tokio"]
     rows = []
     for workload in workloads:
         counts = {}
-        for kind in ("pgbouncer", "poolwarden"):
+        for kind in kinds:
+            if kind.startswith("floor-") and WORKLOADS[workload][3]:
+                # A login per transaction: the floors' trust login with a fixed greeting
+                # models none of a pooler's login work, so their count would mean nothing.
+                continue
             print(f"==> {workload}: {kind} under callgrind", flush=True)
             counts[kind] = measure(args, kind, workload)
             c = counts[kind]
@@ -137,14 +147,18 @@ def main():
                   flush=True)
             for n, name in c["top"]:
                 print(f"    {n / c['transactions']:>8,.0f}  {name[:150]}")
-        pw = counts["poolwarden"]["instructions"] / counts["poolwarden"]["transactions"]
-        pgb = counts["pgbouncer"]["instructions"] / counts["pgbouncer"]["transactions"]
-        rows.append((workload, pgb, pw))
+        per_tx = {k: c["instructions"] / c["transactions"] for k, c in counts.items()}
+        rows.append((workload, per_tx))
 
     print("\nInstructions per transaction in the pooler (callgrind; start-up and warm-up left out)")
-    print(f"{'workload':<14} {'PgBouncer':>11} {'poolwarden':>11} {'pw/PgB':>7}")
-    for workload, pgb, pw in rows:
-        print(f"{workload:<14} {pgb:>11,.0f} {pw:>11,.0f} {pw / pgb:>7.2f}")
+    floors = [("floor-mio", "mio floor"), ("floor-tokio", "tokio floor")] if args.floor_dir else []
+    print(f"{'workload':<14} {'PgBouncer':>11} {'poolwarden':>11} {'pw/PgB':>7}"
+          + "".join(f" {label:>12}" for _, label in floors))
+    for workload, c in rows:
+        pgb, pw = c["pgbouncer"], c["poolwarden"]
+        print(f"{workload:<14} {pgb:>11,.0f} {pw:>11,.0f} {pw / pgb:>7.2f}"
+              + "".join(f" {c[kind]:>12,.0f}" if kind in c else f" {'—':>12}"
+                        for kind, _ in floors))
 
 
 if __name__ == "__main__":
