@@ -11,7 +11,8 @@ its counters are zeroed, a fixed number of transactions is run, the counters are
 the instructions are divided by the transactions pgbench reports. Start-up and warm-up are
 left out. With --floor-dir, bench/floor's two minimal relays are counted the same way (not
 for -S -C: they model no login work): what an event loop costs per transaction before any
-pooler feature (BENCHMARKS.md, "The floor"). Python 3 standard library only; the pooler classes are scripts/bench.py's.
+pooler feature (BENCHMARKS.md, "The floor"). Python 3 standard library only; the pooler
+classes are scripts/bench.py's.
 """
 
 import argparse
