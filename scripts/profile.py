@@ -34,6 +34,8 @@ WORKLOADS = {
     "select-C-c10": (["-S"], 10, 100, True),
 }
 WARMUP_PER_CLIENT = 100
+# bench/floor's relays (binary name -> column label), counted with --floor-dir.
+FLOORS = {"floor-mio": "mio floor", "floor-tokio": "tokio floor"}
 
 
 def pgbench(port, workload, per_client):
@@ -129,38 +131,32 @@ def main():
     # valgrind names the files callgrind_control reaches it through after $USER, and the
     # poolers run as RUN_AS with this process's environment.
     os.environ["USER"] = os.environ["LOGNAME"] = bench.RUN_AS
-    kinds = ["pgbouncer", "poolwarden"]
-    if args.floor_dir:
-        kinds += ["floor-mio", "floor-tokio"]
+    floors = FLOORS if args.floor_dir else {}
     rows = []
     for workload in workloads:
-        counts = {}
-        for kind in kinds:
-            if kind.startswith("floor-") and WORKLOADS[workload][3]:
+        per_tx = {}
+        for kind in ["pgbouncer", "poolwarden", *floors]:
+            if kind in floors and WORKLOADS[workload][3]:
                 # A login per transaction: the floors' trust login with a fixed greeting
                 # models none of a pooler's login work, so their count would mean nothing.
                 continue
             print(f"==> {workload}: {kind} under callgrind", flush=True)
-            counts[kind] = measure(args, kind, workload)
-            c = counts[kind]
-            per_tx = c["instructions"] / c["transactions"]
-            print(f"    {c['transactions']} transactions, {per_tx:,.0f} instructions each",
+            c = measure(args, kind, workload)
+            per_tx[kind] = c["instructions"] / c["transactions"]
+            print(f"    {c['transactions']} transactions, {per_tx[kind]:,.0f} instructions each",
                   flush=True)
             for n, name in c["top"]:
                 print(f"    {n / c['transactions']:>8,.0f}  {name[:150]}")
-        per_tx = {k: c["instructions"] / c["transactions"] for k, c in counts.items()}
         rows.append((workload, per_tx))
 
     print("\nInstructions per transaction in the pooler (callgrind; start-up and warm-up left out)")
-    floors = [("floor-mio", "mio floor"), ("floor-tokio", "tokio floor")] if args.floor_dir else []
     print(f"{'workload':<14} {'PgBouncer':>11} {'poolwarden':>11} {'pw/PgB':>7}"
-          + "".join(f" {label:>12}" for _, label in floors))
+          + "".join(f" {label:>12}" for label in floors.values()))
     for workload, c in rows:
         pgb, pw = c["pgbouncer"], c["poolwarden"]
         print(f"{workload:<14} {pgb:>11,.0f} {pw:>11,.0f} {pw / pgb:>7.2f}"
               + "".join(f" {c[kind]:>12,.0f}" if kind in c else f" {'—':>12}"
-                        for kind, _ in floors))
-
+                        for kind in floors))
 
 if __name__ == "__main__":
     main()

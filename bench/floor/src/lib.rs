@@ -26,11 +26,11 @@ pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
 }
 
 /// The SSLRequest code: answered `N`.
-pub const SSL_REQUEST: u32 = 80_877_103;
+const SSL_REQUEST: u32 = 80_877_103;
 
 /// What a client gets after its start-up packet: AuthenticationOk, the ParameterStatus
 /// messages libpq and pgbench look at, BackendKeyData and ReadyForQuery.
-pub fn greeting() -> Vec<u8> {
+fn greeting() -> Vec<u8> {
     let mut out = vec![b'R', 0, 0, 0, 8, 0, 0, 0, 0];
     for (k, v) in [
         ("server_version", "15.0"),
@@ -93,14 +93,40 @@ pub fn complete(buf: &[u8]) -> (usize, Option<u8>) {
 }
 
 /// The length of a complete start-up packet at the front of `buf`, if there is one.
-pub fn startup_len(buf: &[u8]) -> Option<usize> {
+fn startup_len(buf: &[u8]) -> Option<usize> {
     let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
     (len >= 8 && buf.len() >= len).then_some(len)
 }
 
-/// The start-up packet's code (protocol version, or a request such as [`SSL_REQUEST`]).
-pub fn startup_code(buf: &[u8]) -> u32 {
-    u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]])
+/// The answer to a client's start-up packet.
+pub enum Startup {
+    /// An SSLRequest: answer `N`, then read the next packet.
+    Ssl,
+    /// A login: answer with [`greeting`]; messages follow.
+    Login,
+}
+
+impl Startup {
+    /// The bytes to send back.
+    pub fn reply(&self) -> Vec<u8> {
+        match self {
+            Self::Ssl => b"N".to_vec(),
+            Self::Login => greeting(),
+        }
+    }
+}
+
+/// Take the start-up packet at the front of `buf`, if it is complete.
+pub fn take_startup(buf: &mut Buf) -> Option<Startup> {
+    let bytes = buf.bytes();
+    let len = startup_len(bytes)?;
+    let code = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    buf.consume(len);
+    Some(if code == SSL_REQUEST {
+        Startup::Ssl
+    } else {
+        Startup::Login
+    })
 }
 
 /// A read buffer zeroed once: reads go into its free tail, so no read clears memory.
@@ -161,5 +187,27 @@ mod tests {
         let p = startup_packet("u", "d");
         assert_eq!(startup_len(&p), Some(p.len()));
         assert_eq!(startup_len(&p[..p.len() - 1]), None);
+    }
+
+    #[test]
+    fn take_startup_answers_an_ssl_request_then_the_login() {
+        let mut buf = Buf::default();
+        let mut sent = vec![0, 0, 0, 8];
+        sent.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        sent.extend_from_slice(&startup_packet("postgres", "bench"));
+        buf.tail()[..sent.len() - 1].copy_from_slice(&sent[..sent.len() - 1]);
+        buf.filled(sent.len() - 1);
+        assert!(matches!(take_startup(&mut buf), Some(Startup::Ssl)));
+        assert!(
+            take_startup(&mut buf).is_none(),
+            "the login is one byte short"
+        );
+        buf.tail()[0] = *sent.last().unwrap();
+        buf.filled(1);
+        let login = take_startup(&mut buf).expect("a complete login");
+        assert!(matches!(login, Startup::Login));
+        assert!(buf.is_empty());
+        assert_eq!(login.reply().last(), Some(&b'I'), "ends in ReadyForQuery I");
+        assert_eq!(Startup::Ssl.reply(), b"N");
     }
 }

@@ -10,9 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use poolwarden_floor::{
-    Buf, SSL_REQUEST, complete, greeting, server_login, startup_code, startup_len,
-};
+use poolwarden_floor::{Buf, Startup, complete, server_login, take_startup};
 
 const LISTENER: Token = Token(usize::MAX);
 /// Set in a server connection's token.
@@ -82,19 +80,11 @@ impl Relay {
             return true;
         };
         while !client.logged_in {
-            let Some(n) = startup_len(client.buf.bytes()) else {
+            let Some(startup) = take_startup(&mut client.buf) else {
                 return true;
             };
-            let code = startup_code(client.buf.bytes());
-            client.buf.consume(n);
-            if code == SSL_REQUEST {
-                if !write_whole(&mut client.sock, b"N") {
-                    return false;
-                }
-                continue;
-            }
-            client.logged_in = true;
-            if !write_whole(&mut client.sock, &greeting()) {
+            client.logged_in = matches!(startup, Startup::Login);
+            if !write_whole(&mut client.sock, &startup.reply()) {
                 return false;
             }
         }

@@ -10,9 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use poolwarden_floor::{
-    Buf, SSL_REQUEST, complete, greeting, server_login, startup_code, startup_len,
-};
+use poolwarden_floor::{Buf, Startup, complete, server_login, take_startup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,21 +34,18 @@ type Pool = Rc<RefCell<Vec<ServerConn>>>;
 
 async fn login(sock: &mut TcpStream, buf: &mut Buf) -> bool {
     loop {
-        let Some(n) = startup_len(buf.bytes()) else {
+        let Some(startup) = take_startup(buf) else {
             if !fill(sock, buf).await {
                 return false;
             }
             continue;
         };
-        let code = startup_code(buf.bytes());
-        buf.consume(n);
-        if code == SSL_REQUEST {
-            if sock.write_all(b"N").await.is_err() {
-                return false;
-            }
-            continue;
+        if sock.write_all(&startup.reply()).await.is_err() {
+            return false;
         }
-        return sock.write_all(&greeting()).await.is_ok();
+        if matches!(startup, Startup::Login) {
+            return true;
+        }
     }
 }
 
