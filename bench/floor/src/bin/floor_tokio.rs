@@ -25,6 +25,16 @@ async fn fill(sock: &mut TcpStream, buf: &mut Buf) -> bool {
     }
 }
 
+/// Read until `buf` holds a complete message; `false` when the socket closed or failed.
+async fn next_message(sock: &mut TcpStream, buf: &mut Buf) -> bool {
+    while complete(buf.bytes()).0 == 0 {
+        if !fill(sock, buf).await {
+            return false;
+        }
+    }
+    true
+}
+
 struct ServerConn {
     sock: TcpStream,
     buf: Buf,
@@ -78,10 +88,8 @@ async fn transaction(sock: &mut TcpStream, buf: &mut Buf, server: &mut ServerCon
                 _ => {}
             }
         }
-        while complete(buf.bytes()).0 == 0 {
-            if !fill(sock, buf).await {
-                return false;
-            }
+        if !next_message(sock, buf).await {
+            return false;
         }
     }
 }
@@ -93,10 +101,8 @@ async fn client(mut sock: TcpStream, pool: Pool) {
         return;
     }
     loop {
-        while complete(buf.bytes()).0 == 0 {
-            if !fill(&mut sock, &mut buf).await {
-                return;
-            }
+        if !next_message(&mut sock, &mut buf).await {
+            return;
         }
         if buf.bytes()[0] == b'X' {
             return;
