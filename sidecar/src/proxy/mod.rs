@@ -7,6 +7,7 @@
 //!   session mode:     checkout at login ─▶ relay until logout ─▶ DISCARD ALL ─▶ release
 //! ```
 
+mod boundaries;
 mod cancel;
 mod counters;
 mod listener;

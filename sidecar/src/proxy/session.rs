@@ -10,11 +10,12 @@ use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use super::boundaries::{Boundaries, QueryTimer};
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
 use super::phase::{Phase, PhaseSource, PhaseWatch};
 use super::pools::{Pools, ServerManager};
-use super::relay::{Boundaries, ClientIo, Outcome, QueryTimer, Relaying, relay};
+use super::relay::{ClientIo, Outcome, Relaying, relay};
 use super::startup::{self, Login, Refusal, Startup};
 use crate::auth::SharedAuthFile;
 use crate::config::{Config, PoolMode};
