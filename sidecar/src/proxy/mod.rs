@@ -18,6 +18,7 @@ mod session;
 mod startup;
 mod wakes;
 
+pub use boundaries::{Boundaries, QueryTimer};
 pub use cancel::CancelRegistry;
 pub use counters::ProxyCounters;
 pub use listener::{Proxy, RunError, termination_signal as listener_signal};
