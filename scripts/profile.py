@@ -158,5 +158,6 @@ def main():
               + "".join(f" {c[kind]:>12,.0f}" if kind in c else f" {'—':>12}"
                         for kind in floors))
 
+
 if __name__ == "__main__":
     main()

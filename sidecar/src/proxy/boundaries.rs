@@ -305,28 +305,21 @@ mod tests {
         }
     }
 
-    fn f(tag: u8, body: &'static [u8]) -> Frame {
-        Frame {
-            tag,
-            body: Bytes::from_static(body),
-        }
-    }
-
     #[test]
     fn boundaries_follow_ready_for_query() {
         let mut b = Boundaries::new();
         assert!(b.is_clean());
-        b.client_sent(&f(b'Q', b"BEGIN\0"));
+        b.client_sent(&frame(b'Q', b"BEGIN\0"));
         assert!(!b.is_clean());
         b.server_sent(b'Z', b"T");
         assert!(b.idle_in_transaction());
-        b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
-        b.client_sent(&f(b'B', b"\0\0\0\0\0\0\0\0"));
+        b.client_sent(&frame(b'P', b"\0SELECT 1\0\0\0"));
+        b.client_sent(&frame(b'B', b"\0\0\0\0\0\0\0\0"));
         assert!(!b.idle_in_transaction());
-        b.client_sent(&f(b'S', b""));
+        b.client_sent(&frame(b'S', b""));
         b.server_sent(b'Z', b"T");
         assert!(b.idle_in_transaction());
-        b.client_sent(&f(b'Q', b"COMMIT\0"));
+        b.client_sent(&frame(b'Q', b"COMMIT\0"));
         b.server_sent(b'Z', b"I");
         assert!(b.is_clean());
         assert!(!b.dirty);
@@ -337,8 +330,8 @@ mod tests {
     fn pipelined_syncs_hold_until_the_last_ready_for_query() {
         let mut b = Boundaries::new();
         for _ in 0..2 {
-            b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
-            b.client_sent(&f(b'S', b""));
+            b.client_sent(&frame(b'P', b"\0SELECT 1\0\0\0"));
+            b.client_sent(&frame(b'S', b""));
         }
         b.server_sent(b'Z', b"I");
         assert!(!b.is_clean());
@@ -349,18 +342,18 @@ mod tests {
     #[test]
     fn a_flush_without_sync_keeps_the_connection() {
         let mut b = Boundaries::new();
-        b.client_sent(&f(b'P', b"\0SELECT 1\0\0\0"));
-        b.client_sent(&f(b'H', b""));
+        b.client_sent(&frame(b'P', b"\0SELECT 1\0\0\0"));
+        b.client_sent(&frame(b'H', b""));
         assert!(!b.is_clean());
     }
 
     #[test]
     fn session_state_marks_dirty() {
         let table: [(Frame, bool); 4] = [
-            (f(b'Q', b"SET search_path = x\0"), true),
-            (f(b'Q', b"SELECT 1\0"), false),
-            (f(b'P', b"stmt1\0SELECT 1\0\0\0"), true),
-            (f(b'P', b"\0LISTEN x\0\0\0"), true),
+            (frame(b'Q', b"SET search_path = x\0"), true),
+            (frame(b'Q', b"SELECT 1\0"), false),
+            (frame(b'P', b"stmt1\0SELECT 1\0\0\0"), true),
+            (frame(b'P', b"\0LISTEN x\0\0\0"), true),
         ];
         for (frame, want) in table {
             let mut b = Boundaries::new();
