@@ -125,6 +125,7 @@ class Pooler:
             (self.dir / "poolwarden.yaml").write_text(
                 f"listen: 127.0.0.1:{self.port}\nadmin_listen: 127.0.0.1:{free_port()}\n"
                 "mode: transaction\n"
+                f"data_path: {os.environ.get('BENCH_DATA_PATH', 'tasks')}\n"
                 "databases:\n  - name: bench\n    host: 127.0.0.1\n"
                 f"    port: {args.pg_port}\n    user: postgres\n    sslmode: disable\n"
                 f"pool:\n  pool_size: {pool_size}\n  max_overflow: {max_overflow}\n"

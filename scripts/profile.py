@@ -105,6 +105,10 @@ def measure(args, kind, workload):
                     raise RuntimeError(f"callgrind wrote no complete dump into {out_dir}")
                 time.sleep(0.2)
         top = top_functions(dumps[-1], args.top) if args.top else []
+        keep = os.environ.get("PROFILE_KEEP")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(dumps[-1], Path(keep) / f"{kind}-{workload}.callgrind")
     finally:
         pooler.stop()
     expected = clients * per_client

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod breaker;
 pub mod config;
+pub mod dataplane;
 pub mod file_stamp;
 pub mod fingerprint;
 pub mod logging;

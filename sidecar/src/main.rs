@@ -127,6 +127,7 @@ fn serve(cfg: config::Config, source: config::ReloadSource) -> ExitCode {
     };
     tracing::info!(
         worker_threads = cfg.worker_threads,
+        data_path = ?cfg.data_path,
         "serving clients on {} thread(s)",
         cfg.worker_threads
     );

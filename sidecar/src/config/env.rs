@@ -14,6 +14,7 @@ pub const LISTEN: &str = "POOLWARDEN_LISTEN";
 pub const ADMIN_LISTEN: &str = "POOLWARDEN_ADMIN_LISTEN";
 pub const ADMIN_TOKEN: &str = "POOLWARDEN_ADMIN_TOKEN";
 pub const LOG_FORMAT: &str = "POOLWARDEN_LOG_FORMAT";
+pub const DATA_PATH: &str = "POOLWARDEN_DATA_PATH";
 
 /// A source of environment variables.
 pub trait Env {

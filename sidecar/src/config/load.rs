@@ -72,6 +72,11 @@ pub fn resolve(mut cfg: Config, env: &dyn Env, flags: &Overrides) -> Result<Conf
         mode: env.var(env::MODE),
     };
     apply(&mut cfg, &from_env, &EnvNames)?;
+    if let Some(v) = env.var(env::DATA_PATH) {
+        cfg.data_path = v
+            .parse()
+            .map_err(|bad| ConfigError::invalid(env::DATA_PATH, bad, DataPath::ACCEPTED))?;
+    }
     if let Some(token) = env.var(env::ADMIN_TOKEN) {
         cfg.admin.token = Some(Secret::new(token));
     }

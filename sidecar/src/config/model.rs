@@ -39,6 +39,11 @@ pub struct Config {
     /// the least CPU per transaction; more threads for a sidecar given several cores. Read at
     /// start only.
     pub worker_threads: u32,
+    /// How transaction-mode sessions are relayed: `tasks` (default: a tokio task per client)
+    /// or `event_loop` (one thread running a mio loop relays every session between
+    /// checkout and release; logins, waits for a connection, resets and errors stay on
+    /// tokio). Read at start only. See docs/data-plane.md.
+    pub data_path: DataPath,
 }
 
 impl Default for Config {
@@ -55,6 +60,33 @@ impl Default for Config {
             slow_query_threshold: ConfigDuration::from_secs(5),
             shutdown_timeout: ConfigDuration::from_secs(30),
             worker_threads: 1,
+            data_path: DataPath::Tasks,
+        }
+    }
+}
+
+/// The transaction-mode data path (see [`Config::data_path`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPath {
+    /// A tokio task per client.
+    #[default]
+    Tasks,
+    /// One mio event loop thread for every session's relaying.
+    EventLoop,
+}
+
+impl DataPath {
+    pub const ACCEPTED: &'static str = "tasks | event_loop";
+}
+
+impl std::str::FromStr for DataPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tasks" => Ok(DataPath::Tasks),
+            "event_loop" => Ok(DataPath::EventLoop),
+            other => Err(other.to_string()),
         }
     }
 }

@@ -56,6 +56,14 @@ impl SidecarBackend {
             );
             next.worker_threads = live.worker_threads;
         }
+        if next.data_path != live.data_path {
+            tracing::warn!(
+                running = ?live.data_path,
+                configured = ?next.data_path,
+                "data_path changes take effect at the next restart"
+            );
+            next.data_path = live.data_path;
+        }
         match self.pools.apply(&next) {
             Ok(()) => {
                 tracing::info!(

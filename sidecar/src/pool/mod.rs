@@ -215,40 +215,106 @@ impl<M: Manager> Pool<M> {
         &self,
         application_name: &str,
     ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
+        self.finish(self.begin(), application_name).await
+    }
+
+    /// The first part of a checkout, without waiting: one lock, which gives an idle
+    /// connection, a slot to open one in, or a place in the queue. [`Pool::ready`] takes an
+    /// idle connection that needs no check; [`Pool::finish`] does the rest.
+    pub fn begin(&self) -> Begun<M> {
         let start = Instant::now();
         // One lock: the step and the settings it is taken under. The clock is read again only
-        // after a wait: `now` serves for the wait and the connection's idle time and age.
+        // after a wait: `start` serves for the wait and the connection's idle time and age.
         let (step, pool_recycle, pre_ping) = {
             let mut state = self.shared.lock();
             let step = state.begin_checkout(start);
             let s = state.settings();
             (step, s.pool_recycle, s.pre_ping)
         };
-        let (grant, now, wait) = match step {
-            Step::Closed => return Err(CheckoutError::Closed),
-            Step::Idle(e) => (Grant::Conn(e), start, Duration::ZERO),
-            Step::Open => (Grant::Slot, start, Duration::ZERO),
+        let step = match step {
+            Step::Closed => Begin::Closed,
+            Step::Idle(e) => Begin::Granted(self.granted(Some(e), start, Duration::ZERO)),
+            Step::Open => Begin::Granted(self.granted(None, start, Duration::ZERO)),
             Step::Wait {
                 ticket,
                 new_deadline,
             } => {
-                let grant = self.wait(ticket, new_deadline).await?;
-                let now = Instant::now();
-                (grant, now, now.saturating_duration_since(start))
+                if new_deadline {
+                    self.start_timer();
+                    self.shared.timer.notify_one();
+                }
+                Begin::Wait(Waiting {
+                    pool: self.clone(),
+                    ticket: Some(ticket),
+                })
             }
         };
-        self.shared.counters.waited(wait);
-        if let Some(o) = &self.shared.observer {
-            o.waited(wait);
+        Begun {
+            step,
+            start,
+            pool_recycle,
+            pre_ping,
         }
-        // From here a slot is ours; the guard gives it back if we fail or are dropped.
-        let mut guard = Checkout {
-            pool: self.clone(),
-            entry: None,
-            settled: false,
-            at: now,
+    }
+
+    /// The checkout, if [`begin`](Pool::begin) gave an idle connection that can be handed
+    /// out without any I/O: not due for recycling, and no pre-ping round trip needed (looked
+    /// at as [`needs_round_trip`] says). Otherwise the begun checkout back, for
+    /// [`finish`](Pool::finish).
+    pub fn ready(&self, mut begun: Begun<M>) -> Result<Checkout<M>, Begun<M>> {
+        let Begin::Granted(guard) = &mut begun.step else {
+            return Err(begun);
         };
-        if let Grant::Conn(mut e) = grant {
+        let Some(e) = guard.entry.as_mut() else {
+            return Err(begun);
+        };
+        let now = begun.start;
+        let manager = &self.shared.manager;
+        let fresh = now.saturating_duration_since(e.created) < begun.pool_recycle
+            && !needs_round_trip(
+                begun.pre_ping,
+                now.saturating_duration_since(e.returned),
+                manager.unread(&e.conn),
+                || manager.quiet(&mut e.conn),
+            );
+        if !fresh {
+            return Err(begun);
+        }
+        match std::mem::replace(&mut begun.step, Begin::Closed) {
+            Begin::Granted(guard) => Ok(guard),
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    /// Wait for a begun checkout's turn (at most pool_timeout), recycle or pre-ping an idle
+    /// connection, open a new one when needed.
+    pub async fn finish(
+        &self,
+        begun: Begun<M>,
+        application_name: &str,
+    ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
+        let Begun {
+            step,
+            start,
+            pool_recycle,
+            pre_ping,
+        } = begun;
+        // From here a slot is ours; the guard gives it back if we fail or are dropped.
+        let mut guard = match step {
+            Begin::Closed => return Err(CheckoutError::Closed),
+            Begin::Granted(guard) => guard,
+            Begin::Wait(waiting) => {
+                let grant = self.wait(waiting).await?;
+                let now = Instant::now();
+                let entry = match grant {
+                    Grant::Conn(e) => Some(e),
+                    Grant::Slot => None,
+                };
+                self.granted(entry, now, now.saturating_duration_since(start))
+            }
+        };
+        let now = guard.at;
+        if let Some(mut e) = guard.entry.take() {
             let idle_for = now.saturating_duration_since(e.returned);
             let manager = &self.shared.manager;
             if now.saturating_duration_since(e.created) >= pool_recycle {
@@ -288,19 +354,26 @@ impl<M: Manager> Pool<M> {
         }
     }
 
+    /// A slot (and maybe a connection) granted at `at` after waiting `wait`: counted, and
+    /// held by the guard that gives it back.
+    fn granted(&self, entry: Option<Entry<M::Conn>>, at: Instant, wait: Duration) -> Checkout<M> {
+        self.shared.counters.waited(wait);
+        if let Some(o) = &self.shared.observer {
+            o.waited(wait);
+        }
+        Checkout {
+            pool: self.clone(),
+            entry,
+            settled: false,
+            at,
+        }
+    }
+
     async fn wait(
         &self,
-        ticket: Ticket,
-        new_deadline: bool,
+        mut waiting: Waiting<M>,
     ) -> Result<Grant<M::Conn>, CheckoutError<M::Error>> {
-        let mut waiting = Waiting {
-            pool: self.clone(),
-            ticket: Some(ticket),
-        };
-        if new_deadline {
-            self.start_timer();
-            self.shared.timer.notify_one();
-        }
+        let ticket = waiting.ticket.expect("a new place in the queue");
         let answer =
             std::future::poll_fn(
                 |cx| match self.shared.lock().poll_answer(ticket, cx.waker()) {
@@ -334,6 +407,24 @@ impl<M: Manager> Pool<M> {
             ));
         }
     }
+}
+
+/// A checkout begun ([`Pool::begin`]): what the pool gave, held so that dropping it gives
+/// back the slot, the connection or the place in the queue.
+pub struct Begun<M: Manager> {
+    step: Begin<M>,
+    /// When the checkout began (the clock read under the lock).
+    start: Instant,
+    pool_recycle: Duration,
+    pre_ping: bool,
+}
+
+enum Begin<M: Manager> {
+    Closed,
+    /// A slot, with the idle connection given if there was one.
+    Granted(Checkout<M>),
+    /// A place in the queue.
+    Wait(Waiting<M>),
 }
 
 /// A place in the queue; leaving it early (the client went away) gives back anything that

@@ -87,6 +87,11 @@ impl FrameReader {
         Ok(header(rest, self.max_len, self.valid_tag)?.filter(|(_, total)| rest.len() >= *total))
     }
 
+    /// Append bytes read elsewhere (the data plane's loop reads into a buffer of its own).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Drop `n` bytes (messages handled in place) from the front.
     pub fn consume(&mut self, n: usize) {
         self.buf.advance(n);

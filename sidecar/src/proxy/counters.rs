@@ -1,5 +1,6 @@
 //! Proxy-wide counters for metrics: connected clients and transactions served.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Proxy-wide running totals (`poolwarden_client_connections`,
@@ -26,16 +27,16 @@ impl ProxyCounters {
         self.transactions.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn client_connected(&self) -> ClientGuard<'_> {
+    pub(crate) fn client_connected(self: &Arc<Self>) -> ClientGuard {
         self.clients.fetch_add(1, Ordering::Relaxed);
-        ClientGuard(self)
+        ClientGuard(self.clone())
     }
 }
 
 /// Counts a client as connected while it lives.
-pub(crate) struct ClientGuard<'a>(&'a ProxyCounters);
+pub(crate) struct ClientGuard(Arc<ProxyCounters>);
 
-impl Drop for ClientGuard<'_> {
+impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Ordering::Relaxed);
     }

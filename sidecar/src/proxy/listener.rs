@@ -13,12 +13,14 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
+use super::event_loop::EventLoop;
 use super::phase::{Phase, PhaseControl};
 use super::pools::{ObserverFactory, Pools};
-use super::session::{self, Ctx};
+use super::session::{self, Ctx, Keep};
 use super::startup::{self, Refusal, Startup};
 use crate::auth::{AuthFileError, SharedAuthFile};
-use crate::config::{ClientAuth, Config};
+use crate::config::{ClientAuth, Config, DataPath, PoolMode};
+use crate::dataplane::DataPlane;
 use crate::protocol::sqlstate;
 use crate::server::ConnectError;
 
@@ -42,6 +44,9 @@ pub enum RunError {
     /// The SIGHUP handler of the reload loop could not be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
+    /// The data plane's loop (`data_path: event_loop`) could not be set up.
+    #[error("cannot start the data plane's loop: {0}")]
+    DataPlane(std::io::Error),
 }
 
 /// A bound proxy, ready to serve. Admin and reload code get what they need from
@@ -54,6 +59,16 @@ pub struct Proxy {
     phase: PhaseControl,
     counters: Arc<ProxyCounters>,
     users: Option<Arc<SharedAuthFile>>,
+    /// The data plane and the `Poll` its loop will wait on (`data_path: event_loop`).
+    plane: Option<(DataPlane, mio::Poll)>,
+}
+
+/// The data plane a config asks for: transaction mode with `data_path: event_loop`.
+fn data_plane(config: &Config) -> Result<Option<(DataPlane, mio::Poll)>, RunError> {
+    if config.data_path != DataPath::EventLoop || config.mode != PoolMode::Transaction {
+        return Ok(None);
+    }
+    DataPlane::new().map(Some).map_err(RunError::DataPlane)
 }
 
 impl Proxy {
@@ -67,8 +82,13 @@ impl Proxy {
         config: Config,
         observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
-        let pools = Arc::new(Pools::new(&config, observer)?);
-        Self::bind_pools(config, pools).await
+        let plane = data_plane(&config)?;
+        let pools = Arc::new(Pools::new(
+            &config,
+            observer,
+            plane.as_ref().map(|(p, _)| p.clone()),
+        )?);
+        Self::bind_pools(config, pools, plane).await
     }
 
     /// As [`Proxy::bind`], with pools that report to `metrics` (see [`Pools::with_metrics`]).
@@ -76,11 +96,20 @@ impl Proxy {
         config: Config,
         metrics: crate::metrics::Metrics,
     ) -> Result<Self, RunError> {
-        let pools = Arc::new(Pools::with_metrics(&config, metrics)?);
-        Self::bind_pools(config, pools).await
+        let plane = data_plane(&config)?;
+        let pools = Arc::new(Pools::with_metrics(
+            &config,
+            metrics,
+            plane.as_ref().map(|(p, _)| p.clone()),
+        )?);
+        Self::bind_pools(config, pools, plane).await
     }
 
-    async fn bind_pools(config: Config, pools: Arc<Pools>) -> Result<Self, RunError> {
+    async fn bind_pools(
+        config: Config,
+        pools: Arc<Pools>,
+        plane: Option<(DataPlane, mio::Poll)>,
+    ) -> Result<Self, RunError> {
         let users = match (&config.clients.auth, &config.clients.auth_file) {
             (ClientAuth::Trust, _) | (_, None) => None,
             (_, Some(path)) => Some(Arc::new(SharedAuthFile::load(path)?)),
@@ -99,6 +128,7 @@ impl Proxy {
             phase: PhaseControl::new(),
             counters: Arc::default(),
             users,
+            plane,
         })
     }
 
@@ -137,7 +167,14 @@ impl Proxy {
             phase,
             counters,
             users,
+            plane,
         } = self;
+        let event_loop = match plane {
+            Some((plane, poll)) => {
+                Some(EventLoop::start(plane, poll, phase.source()).map_err(RunError::DataPlane)?)
+            }
+            None => None,
+        };
         let max_clients = config.load().clients.max_connections as usize;
         let limit = Arc::new(Semaphore::new(max_clients));
         let ctx = Arc::new(Ctx {
@@ -147,6 +184,7 @@ impl Proxy {
             phase: phase.source(),
             counters,
             users,
+            event_loop: event_loop.clone(),
         });
         // Sessions are counted, not joined one by one: a tracker costs an atomic per session
         // where a JoinSet kept a list and was polled at every accept.
@@ -174,14 +212,10 @@ impl Proxy {
                     };
                     match limit.clone().try_acquire_owned() {
                         Ok(permit) => {
-                            let ctx = ctx.clone();
+                            let keep = Keep::new(permit, sessions.token());
                             // The session's future is large (every state of a login and
                             // a relay); boxed, the task the runtime moves about is small.
-                            let session = Box::pin(session::serve(sock, ctx));
-                            sessions.spawn(async move {
-                                session.await;
-                                drop(permit);
-                            });
+                            sessions.spawn(Box::pin(session::serve(sock, ctx.clone(), keep)));
                         }
                         Err(_) => {
                             let timeout = config.load().clients.startup_timeout.get();
@@ -219,6 +253,9 @@ impl Proxy {
                     "sessions still open after the forced close; stopping anyway"
                 );
             }
+        }
+        if let Some(l) = &event_loop {
+            l.stop();
         }
         pools.shut_down();
         // Let the goodbyes to the server go out.

@@ -9,7 +9,9 @@
 
 mod boundaries;
 mod cancel;
+mod client;
 mod counters;
+mod event_loop;
 mod listener;
 mod phase;
 mod pools;
@@ -21,6 +23,7 @@ mod wakes;
 pub use boundaries::{Boundaries, QueryTimer};
 pub use cancel::CancelRegistry;
 pub use counters::ProxyCounters;
+pub use event_loop::EventLoop;
 pub use listener::{Proxy, RunError, termination_signal as listener_signal};
 pub use phase::Phase;
 pub use pools::{DbPool, ObserverFactory, Pools, ServerManager, pool_settings};

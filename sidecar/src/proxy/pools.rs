@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::breaker::{BreakerError, SharedBreaker};
 use crate::config::{Config, DatabaseConfig};
+use crate::dataplane::DataPlane;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{CloseReason, Manager, Pool, PoolObserver, PoolSettings, PoolStats};
 use crate::server::{ConnectError, Connector, ServerConn};
@@ -17,6 +18,8 @@ pub struct ServerManager {
     connector: Connector,
     ping_timeout: Duration,
     breaker: SharedBreaker,
+    /// Plain TCP connections move onto the data plane's loop once logged in.
+    plane: Option<DataPlane>,
 }
 
 impl ServerManager {
@@ -27,7 +30,14 @@ impl ServerManager {
             connector,
             ping_timeout,
             breaker,
+            plane: None,
         }
+    }
+
+    /// Connections opened from now on move onto `plane`'s loop (plain TCP ones).
+    pub fn on_data_plane(mut self, plane: Option<DataPlane>) -> Self {
+        self.plane = plane;
+        self
     }
 
     /// The connector.
@@ -53,7 +63,16 @@ impl Manager for ServerManager {
             .guard_connect(|| self.connector.connect(application_name))
             .await;
         match r {
-            Ok(conn) => Ok(Box::new(conn)),
+            Ok(conn) => match &self.plane {
+                None => Ok(Box::new(conn)),
+                Some(plane) => conn.adopt(plane).map(Box::new).map_err(|source| {
+                    let db = self.connector.database();
+                    ConnectError::Io {
+                        addr: format!("{}:{}", db.host, db.port),
+                        source,
+                    }
+                }),
+            },
             Err(BreakerError::Open(rejection)) => {
                 tracing::debug!(database = %self.connector.database().name, "circuit breaker open: no connection attempt");
                 Err(ConnectError::BreakerOpen(rejection.message))
@@ -126,6 +145,8 @@ pub struct Pools {
     map: RwLock<HashMap<String, Arc<DbPool>>>,
     observer: Option<ObserverFactory>,
     metrics: Option<Metrics>,
+    /// The data plane new server connections move onto (`data_path: event_loop`).
+    plane: Option<DataPlane>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -139,30 +160,42 @@ impl std::fmt::Debug for Pools {
 impl Pools {
     /// Pools for every database in `config`. `observer` (optional) gives each new pool an
     /// observer, by database name, for metrics.
-    pub fn new(config: &Config, observer: Option<ObserverFactory>) -> Result<Self, ConnectError> {
-        Self::build(config, observer, None)
+    /// `plane`: the data plane new plain TCP server connections move onto.
+    pub fn new(
+        config: &Config,
+        observer: Option<ObserverFactory>,
+        plane: Option<DataPlane>,
+    ) -> Result<Self, ConnectError> {
+        Self::build(config, observer, None, plane)
     }
 
     /// Pools for every database in `config` that report to `metrics`: pool events (opened,
     /// closed, connect errors, waits, timeouts), breaker state and rejections, clients,
     /// transactions and queries.
-    pub fn with_metrics(config: &Config, metrics: Metrics) -> Result<Self, ConnectError> {
+    /// `plane`: the data plane new plain TCP server connections move onto.
+    pub fn with_metrics(
+        config: &Config,
+        metrics: Metrics,
+        plane: Option<DataPlane>,
+    ) -> Result<Self, ConnectError> {
         let m = metrics.clone();
         let observer: ObserverFactory = Arc::new(move |db: &str| {
             Arc::new(MetricsObserver(m.pool(db))) as Arc<dyn PoolObserver>
         });
-        Self::build(config, Some(observer), Some(metrics))
+        Self::build(config, Some(observer), Some(metrics), plane)
     }
 
     fn build(
         config: &Config,
         observer: Option<ObserverFactory>,
         metrics: Option<Metrics>,
+        plane: Option<DataPlane>,
     ) -> Result<Self, ConnectError> {
         let pools = Self {
             map: RwLock::default(),
             observer,
             metrics,
+            plane,
         };
         pools.apply(config)?;
         Ok(pools)
@@ -189,7 +222,8 @@ impl Pools {
         Ok(Arc::new(DbPool {
             config: db.clone(),
             pool: Pool::new(
-                ServerManager::new(connector, config.pool.connect_timeout.get(), breaker),
+                ServerManager::new(connector, config.pool.connect_timeout.get(), breaker)
+                    .on_data_plane(self.plane.clone()),
                 pool_settings(config),
                 observer,
             ),
@@ -382,7 +416,7 @@ mod tests {
     async fn apply_changes_breaker_settings_of_existing_pools() {
         let first = config(5, "old message");
         let metrics = Metrics::new();
-        let pools = Pools::with_metrics(&first, metrics.clone()).unwrap();
+        let pools = Pools::with_metrics(&first, metrics.clone(), None).unwrap();
         // One failure under threshold 5: still closed.
         assert!(!matches!(
             checkout_error(&pools).await,

@@ -3,115 +3,25 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::ReadBuf;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, Sleep};
 
 use super::boundaries::Boundaries;
+pub use super::client::ClientIo;
 use super::phase::{Phase, PhaseWatch};
-use super::wakes::SideWakes;
 use crate::prepared::{ServerAction, Tracking};
-use crate::protocol::frame::{Frame, FrameError, is_frontend_tag};
-use crate::protocol::io::{FrameReader, ReadError, write_all};
+use crate::protocol::frame::{Frame, FrameError};
+use crate::protocol::io::{ReadError, write_all};
 use crate::server::{ServerConn, ServerError};
 
 /// Write what is gathered for the server once this much is buffered.
 const FLUSH_BYTES: usize = 64 * 1024;
 
 /// Output buffers kept between transactions up to this size, so a transaction allocates none.
-const KEEP_BUFFER_BYTES: usize = 16 * 1024;
-
-/// The client side of a session. Its socket is read only through its methods and the relay,
-/// which keep the client side's flag ([`SideWakes`]) true whenever the socket's registration
-/// may hold a waker other than the client side's.
-pub struct ClientIo {
-    /// Read half.
-    rd: OwnedReadHalf,
-    /// Write half.
-    wr: OwnedWriteHalf,
-    /// Frames from the client.
-    reader: FrameReader,
-    /// Buffers for what goes to the server and to the client, kept between relays (each relay
-    /// empties them first, and drops one grown past [`KEEP_BUFFER_BYTES`]).
-    spare: (BytesMut, BytesMut),
-    /// Which socket woke a relay.
-    wakes: SideWakes,
-}
-
-impl ClientIo {
-    /// Split a socket; `buffered` holds bytes read during startup.
-    pub fn new(
-        rd: OwnedReadHalf,
-        wr: OwnedWriteHalf,
-        buffered: BytesMut,
-        max_message: usize,
-    ) -> Self {
-        Self {
-            rd,
-            wr,
-            reader: FrameReader::with_buffer(buffered, max_message, is_frontend_tag),
-            spare: (BytesMut::new(), BytesMut::new()),
-            wakes: SideWakes::new(),
-        }
-    }
-
-    /// Close the connection: the socket is closed whole (its FIN goes with the close), not
-    /// shut down for writing first as a dropped write half would be, a system call saved.
-    pub fn close(self) {
-        if let Ok(sock) = self.rd.reunite(self.wr) {
-            drop(sock);
-        }
-    }
-
-    /// Write bytes to the client.
-    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        write_all(&mut self.wr, bytes).await
-    }
-
-    /// The next client message.
-    pub async fn read(&mut self) -> Result<Option<Frame>, ReadError> {
-        // Marked first, so that it holds even if this read is dropped before it ends: the
-        // socket's registration may come to hold this task's waker, not the client side's,
-        // and the next poll_next must look at the socket (and at what the read left buffered).
-        self.wakes.client.set();
-        self.reader.read_frame(&mut self.rd).await
-    }
-
-    /// Whether the client closed its socket (`true`) or sent more (`false`), as a poll that
-    /// never takes a byte (a one-byte peek), for a wait that does not read messages.
-    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        // The peek registers the task's waker on the socket: the next poll_next looks again.
-        self.wakes.client.set();
-        let mut probe = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut probe);
-        match ready!(self.rd.poll_peek(cx, &mut buf)) {
-            Ok(0) | Err(_) => Poll::Ready(true),
-            Ok(_) => Poll::Ready(false),
-        }
-    }
-
-    /// The next client message between transactions, as a poll, by the relay's rule
-    /// ([`SideWakes`]): the socket is read only when the client's side woke (or was ready last
-    /// time, or a relay or [`read`](Self::read) began since); otherwise its side's waker is
-    /// still registered from the relay's last poll, and the poll returns at once. So the wait
-    /// after a transaction neither reads the socket again nor swaps the registration's waker
-    /// for the task's, and a relay's next poll finds its own waker there.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
-        self.wakes.register(cx.waker());
-        if !self.wakes.client.take() {
-            return Poll::Pending;
-        }
-        let mut side = Context::from_waker(self.wakes.client.waker());
-        let r = ready!(self.reader.poll_frame(&mut side, &mut self.rd));
-        // Ready: more may be buffered, so the next poll looks again.
-        self.wakes.client.set();
-        Poll::Ready(r)
-    }
-}
+pub(super) const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -364,7 +274,7 @@ pub async fn relay(
 }
 
 /// A client message on its way to the server, rewritten when statements are tracked.
-fn to_server_frame(
+pub(super) fn to_server_frame(
     f: Frame,
     prepared: Option<&mut Tracking>,
     server: &mut ServerConn,

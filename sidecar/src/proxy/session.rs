@@ -11,8 +11,9 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::boundaries::{Boundaries, QueryTimer};
-use super::cancel::CancelRegistry;
-use super::counters::ProxyCounters;
+use super::cancel::{CancelHandle, CancelRegistry};
+use super::counters::{ClientGuard, ProxyCounters};
+use super::event_loop::EventLoop;
 use super::phase::{Phase, PhaseSource, PhaseWatch};
 use super::pools::{Pools, ServerManager};
 use super::relay::{ClientIo, Outcome, Relaying, relay};
@@ -25,7 +26,7 @@ use crate::protocol::build::{self, Severity};
 use crate::protocol::frame::Frame;
 use crate::protocol::io::ReadError;
 use crate::protocol::sqlstate;
-use crate::server::ServerConn;
+use crate::server::{ConnectError, ServerConn};
 
 /// What every session shares.
 pub struct Ctx {
@@ -41,12 +42,37 @@ pub struct Ctx {
     pub counters: Arc<ProxyCounters>,
     /// The client users file (scram-sha-256 / md5), if configured.
     pub users: Option<Arc<SharedAuthFile>>,
+    /// The data plane's loop (`data_path: event_loop`), which relays transaction-mode
+    /// sessions between transactions' checkouts and releases.
+    pub event_loop: Option<Arc<EventLoop>>,
+}
+
+/// What a session holds for the listener while it lives: its place under
+/// `clients.max_connections` and in the drain's count.
+pub struct Keep {
+    /// The place under `clients.max_connections`.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Counted by the drain.
+    _token: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+impl Keep {
+    /// Hold `permit` and `token` for the session's life.
+    pub fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        token: tokio_util::task::task_tracker::TaskTrackerToken,
+    ) -> Self {
+        Self {
+            _permit: permit,
+            _token: token,
+        }
+    }
 }
 
 const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
 
-/// Serve one client connection to its end.
-pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>) {
+/// Serve one client connection to its end (or until the data plane's loop takes it).
+pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>, keep: Keep) {
     let _ = sock.set_nodelay(true);
     let config = ctx.config.load_full();
     let startup_timeout = config.clients.startup_timeout.get();
@@ -82,9 +108,22 @@ pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>) {
         Ok(rest) => rest,
         Err(r) => return refuse(&mut sock, &r).await,
     };
-    let mut session = Session::new(sock, rest, login, ctx, &config);
+    let max_message = config.clients.max_message_size as usize;
+    let client = match &ctx.event_loop {
+        Some(l) if config.mode == PoolMode::Transaction => match l.plane().adopt_tokio(sock) {
+            Ok(s) => ClientIo::on_loop(s, rest, max_message),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move a client onto the data plane");
+                return;
+            }
+        },
+        _ => {
+            let (rd, wr) = sock.into_split();
+            ClientIo::new(rd, wr, rest, max_message)
+        }
+    };
+    let session = Box::new(Session::new(client, login, ctx, &config, keep));
     session.run().await;
-    session.client.close();
 }
 
 async fn refuse(sock: &mut TcpStream, r: &Refusal) {
@@ -94,29 +133,58 @@ async fn refuse(sock: &mut TcpStream, r: &Refusal) {
     let _ = sock.shutdown().await;
 }
 
-struct Session {
-    client: ClientIo,
-    login: Login,
-    ctx: Arc<Ctx>,
+/// A logged-in client: what its task, or the data plane's loop, holds between transactions.
+pub struct Session {
+    pub(super) client: ClientIo,
+    pub(super) login: Login,
+    pub(super) ctx: Arc<Ctx>,
     mode: PoolMode,
-    idle_in_transaction: Duration,
+    pub(super) idle_in_transaction: Duration,
     phase: PhaseWatch,
     /// Transaction mode with `max_prepared_statements` > 0: the client's named statements.
-    prepared: Option<Tracking>,
+    pub(super) prepared: Option<Tracking>,
     /// Kept between transactions (see [`Boundaries::with_query_timer`]).
     query_timer: Option<QueryTimer>,
+    /// The client's cancel key, and the backend it reaches.
+    pub(super) cancel: CancelHandle,
+    /// Counted as connected (proxy-wide and per database) from the greeting on.
+    connected: Option<(ClientGuard, DbClient)>,
+    _keep: Keep,
 }
 
-enum Next {
+pub(super) enum Next {
     Continue,
     Stop,
 }
 
+/// Where a session the data plane's loop hands back to tokio picks up.
+pub(super) enum Resume {
+    /// The first message of a transaction and the loop's checkout for it: refused, or a
+    /// connection that needs SETs first or is not on the loop (TLS).
+    Checkout {
+        first: Frame,
+        result: Result<Checkout<ServerManager>, CheckoutError<ConnectError>>,
+    },
+    /// A relay the loop ended (already counted): `pending` goes to the client first.
+    Settle {
+        c: Checkout<ServerManager>,
+        b: Boundaries,
+        outcome: Outcome,
+        pending: BytesMut,
+    },
+    /// A message between transactions that ends the session with a FATAL.
+    Fatal { code: &'static str, message: String },
+    /// The proxy drains or is forced down, between transactions.
+    Shutdown,
+}
+
 impl Session {
-    fn new(sock: TcpStream, rest: BytesMut, login: Login, ctx: Arc<Ctx>, config: &Config) -> Self {
-        let (rd, wr) = sock.into_split();
+    fn new(client: ClientIo, login: Login, ctx: Arc<Ctx>, config: &Config, keep: Keep) -> Self {
         Self {
-            client: ClientIo::new(rd, wr, rest, config.clients.max_message_size as usize),
+            client,
+            cancel: ctx.cancels.register(),
+            connected: None,
+            _keep: keep,
             login,
             phase: ctx.phase.watch(),
             mode: config.mode,
@@ -138,8 +206,7 @@ impl Session {
             .await;
     }
 
-    async fn run(&mut self) {
-        let cancel = self.ctx.cancels.register();
+    async fn run(mut self: Box<Self>) {
         let params = match startup::server_params(&self.login).await {
             Ok(p) => p,
             Err(r) => return self.fatal(r.code, &r.message).await,
@@ -164,16 +231,17 @@ impl Session {
         };
         if self
             .client
-            .send(&startup::greeting(&self.login, &params, &cancel))
+            .send(&startup::greeting(&self.login, &params, &self.cancel))
             .await
             .is_err()
         {
             return;
         }
         tracing::debug!(database = %self.login.db.config.name, "client logged in");
-        let ctx = self.ctx.clone();
-        let _connected = ctx.counters.client_connected();
-        let _db_client = DbClient::new(self.login.db.metrics.clone());
+        self.connected = Some((
+            self.ctx.counters.client_connected(),
+            DbClient::new(self.login.db.metrics.clone()),
+        ));
         if let Some(mut c) = held {
             if let Some(sql) = self.resync_sql(c.conn())
                 && let Err(e) = c.conn().simple_query(&sql).await
@@ -184,88 +252,164 @@ impl Session {
                     .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
                     .await;
             }
-            cancel.set(Some(c.conn().cancel.clone()));
+            self.cancel.set(Some(c.conn().cancel.clone()));
             self.hold(c, None).await;
-            return;
+            return self.client.close();
         }
+        self.transactions(None).await;
+    }
+
+    /// Transaction mode, from `resume` (where the data plane's loop handed the session
+    /// back) or from the wait for a transaction's first message, until the session ends or
+    /// the loop takes it again.
+    pub(super) async fn transactions(mut self: Box<Self>, mut resume: Option<Resume>) {
         loop {
-            // The client first: the phase is only looked at while it waits. Polled by hand:
-            // no select of two futures made at every transaction.
-            let first = poll_fn(|cx| {
-                if let Poll::Ready(r) = self.client.poll_next(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                self.phase.poll_reached(cx, Phase::Draining).map(|()| None)
-            })
-            .await;
-            let Some(first) = first else {
-                return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
-            };
-            let first = match first {
-                Ok(Some(f)) if f.tag == b'X' => return,
-                Ok(Some(f)) if f.tag == b'p' => {
-                    return self
-                        .fatal(sqlstate::PROTOCOL_VIOLATION, "unexpected password message")
-                        .await;
-                }
-                Ok(Some(f)) => f,
-                Ok(None) | Err(ReadError::Io(_)) => return,
-                Err(ReadError::Frame(e)) => {
-                    return self
-                        .fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            &format!("invalid frontend message: {e}"),
-                        )
-                        .await;
-                }
-            };
-            let Some(checkout) = self.checkout_while_connected().await else {
-                tracing::debug!("client left while waiting for a server connection");
-                return;
-            };
-            let mut c = match checkout {
-                Ok(c) => c,
-                Err(CheckoutError::Closed) => {
-                    return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
-                }
-                Err(e) => {
-                    let r = startup::checkout_refusal(e);
-                    if r.code == sqlstate::TOO_MANY_CONNECTIONS {
-                        tracing::warn!(database = %self.login.db.config.name, "a client hit pool_timeout");
+            let next = match resume.take() {
+                Some(r) => self.resume(r).await,
+                None => {
+                    if let Some(l) = &self.ctx.event_loop
+                        && self.client.loop_socket().is_some()
+                    {
+                        return l.clone().enter(self);
                     }
-                    match self.reject_transaction(first, r).await {
-                        Next::Continue => continue,
-                        Next::Stop => return,
+                    match self.first_message().await {
+                        Some(first) => self.transaction(first).await,
+                        None => Next::Stop,
                     }
                 }
             };
-            // Make the connection match this client; the first query is timed from the
-            // checkout, or from after the SETs.
-            let resync = match self.resync_sql(c.conn()) {
-                None => Ok(false),
-                Some(sql) => c.conn().simple_query(&sql).await.map(|()| true),
-            };
-            let at = match resync {
-                Ok(false) => c.handed_out_at(),
-                Ok(true) => tokio::time::Instant::now(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot prepare a server connection");
-                    c.discard(CloseReason::Error);
-                    return self
-                        .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
-                        .await;
-                }
-            };
-            cancel.set(Some(c.conn().cancel.clone()));
-            let next = self.hold(c, Some((first, at))).await;
-            cancel.set(None);
             if let Next::Stop = next {
-                return;
+                break;
             }
             if self.phase.get() >= Phase::Draining {
-                return self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                break;
             }
         }
+        self.client.close();
+    }
+
+    /// Pick up where the data plane's loop left the session.
+    async fn resume(&mut self, r: Resume) -> Next {
+        match r {
+            Resume::Checkout { first, result } => self.after_checkout(first, result).await,
+            Resume::Settle {
+                c,
+                b,
+                outcome,
+                pending,
+            } => {
+                if !pending.is_empty() && self.client.send(&pending).await.is_err() {
+                    let clean = b.is_clean();
+                    let next = self.settle(c, &b, Outcome::ClientGone { clean }).await;
+                    self.cancel.set(None);
+                    return next;
+                }
+                let next = self.settle(c, &b, outcome).await;
+                self.cancel.set(None);
+                next
+            }
+            Resume::Fatal { code, message } => {
+                self.fatal(code, &message).await;
+                Next::Stop
+            }
+            Resume::Shutdown => {
+                self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                Next::Stop
+            }
+        }
+    }
+
+    /// The first message of the next transaction; `None` when the session ends (the client
+    /// left or sent Terminate, a FATAL was sent).
+    async fn first_message(&mut self) -> Option<Frame> {
+        // The client first: the phase is only looked at while it waits. Polled by hand:
+        // no select of two futures made at every transaction.
+        let first = poll_fn(|cx| {
+            if let Poll::Ready(r) = self.client.poll_next(cx) {
+                return Poll::Ready(Some(r));
+            }
+            self.phase.poll_reached(cx, Phase::Draining).map(|()| None)
+        })
+        .await;
+        let Some(first) = first else {
+            self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+            return None;
+        };
+        match first {
+            Ok(Some(f)) if f.tag == b'X' => None,
+            Ok(Some(f)) => match between_transactions(&f) {
+                Some((code, message)) => {
+                    self.fatal(code, &message).await;
+                    None
+                }
+                None => Some(f),
+            },
+            Ok(None) | Err(ReadError::Io(_)) => None,
+            Err(ReadError::Frame(e)) => {
+                self.fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("invalid frontend message: {e}"),
+                )
+                .await;
+                None
+            }
+        }
+    }
+
+    /// One transaction from its first message: check out, make the connection match the
+    /// client, relay, give it back.
+    async fn transaction(&mut self, first: Frame) -> Next {
+        let Some(checkout) = self.checkout_while_connected().await else {
+            tracing::debug!("client left while waiting for a server connection");
+            return Next::Stop;
+        };
+        self.after_checkout(first, checkout).await
+    }
+
+    async fn after_checkout(
+        &mut self,
+        first: Frame,
+        checkout: Result<Checkout<ServerManager>, CheckoutError<ConnectError>>,
+    ) -> Next {
+        match checkout {
+            Ok(c) => self.checked(first, c).await,
+            Err(CheckoutError::Closed) => {
+                self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+                Next::Stop
+            }
+            Err(e) => {
+                let r = startup::checkout_refusal(e);
+                if r.code == sqlstate::TOO_MANY_CONNECTIONS {
+                    tracing::warn!(database = %self.login.db.config.name, "a client hit pool_timeout");
+                }
+                self.reject_transaction(first, r).await
+            }
+        }
+    }
+
+    /// A transaction with its connection: make the connection match this client; the first
+    /// query is timed from the checkout, or from after the SETs.
+    async fn checked(&mut self, first: Frame, mut c: Checkout<ServerManager>) -> Next {
+        let resync = match self.resync_sql(c.conn()) {
+            None => Ok(false),
+            Some(sql) => c.conn().simple_query(&sql).await.map(|()| true),
+        };
+        let at = match resync {
+            Ok(false) => c.handed_out_at(),
+            Ok(true) => tokio::time::Instant::now(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prepare a server connection");
+                c.discard(CloseReason::Error);
+                self.fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                    .await;
+                return Next::Stop;
+            }
+        };
+        self.cancel.set(Some(c.conn().cancel.clone()));
+        let next = self.hold(c, Some((first, at))).await;
+        self.cancel.set(None);
+        next
     }
 
     /// Check out a server connection, giving up (`None`) if the client closes its socket
@@ -273,7 +417,7 @@ impl Session {
     /// takes a connection from the next one.
     async fn checkout_while_connected(
         &mut self,
-    ) -> Option<Result<Checkout<ServerManager>, CheckoutError<crate::server::ConnectError>>> {
+    ) -> Option<Result<Checkout<ServerManager>, CheckoutError<ConnectError>>> {
         let Self { login, client, .. } = self;
         let mut checkout = pin!(login.db.pool.checkout(login.application_name()));
         let mut watch_eof = true;
@@ -298,7 +442,7 @@ impl Session {
     /// client_encoding, `None` when it already does (the usual case: two comparisons, nothing
     /// built, and no async call made: callers run the SETs with `simple_query` only when
     /// there are some).
-    fn resync_sql(&self, server: &ServerConn) -> Option<String> {
+    pub(super) fn resync_sql(&self, server: &ServerConn) -> Option<String> {
         let want = [
             (
                 "application_name",
@@ -329,6 +473,27 @@ impl Session {
         mut c: Checkout<ServerManager>,
         first: Option<(Frame, tokio::time::Instant)>,
     ) -> Next {
+        let mut b = self.boundaries();
+        let outcome = relay(
+            &mut self.client,
+            c.conn(),
+            first,
+            &mut b,
+            Relaying {
+                session_mode: self.mode == PoolMode::Session,
+                idle_in_transaction: self.idle_in_transaction,
+            },
+            &self.phase,
+            self.prepared.as_mut(),
+        )
+        .await;
+        self.account(&mut b);
+        self.settle(c, &b, outcome).await
+    }
+
+    /// The boundaries of a relay about to start, with the session's query timer and the
+    /// live config's slow-query threshold and prepared-statement limit.
+    pub(super) fn boundaries(&mut self) -> Boundaries {
         let (threshold, limit) = {
             let config = self.ctx.config.load();
             (
@@ -346,23 +511,14 @@ impl Session {
         if let Some(t) = &mut timer {
             t.set_threshold(threshold);
         }
-        let mut b = Boundaries::new()
+        Boundaries::new()
             .with_query_timer(timer)
-            .with_tracked_statements(self.prepared.is_some());
-        let session_mode = self.mode == PoolMode::Session;
-        let outcome = relay(
-            &mut self.client,
-            c.conn(),
-            first,
-            &mut b,
-            Relaying {
-                session_mode,
-                idle_in_transaction: self.idle_in_transaction,
-            },
-            &self.phase,
-            self.prepared.as_mut(),
-        )
-        .await;
+            .with_tracked_statements(self.prepared.is_some())
+    }
+
+    /// Count what a relay served (transactions, prepared statements) and keep its query
+    /// timer for the next one.
+    pub(super) fn account(&mut self, b: &mut Boundaries) {
         self.query_timer = b.take_query_timer();
         self.ctx.counters.add_transactions(b.completed);
         if let Some(m) = &self.login.db.metrics {
@@ -373,6 +529,16 @@ impl Session {
                 m.prepared_statements(t.rewriter.take_stats());
             }
         }
+    }
+
+    /// Give the connection back, or close it, as a relay's outcome says.
+    async fn settle(
+        &mut self,
+        mut c: Checkout<ServerManager>,
+        b: &Boundaries,
+        outcome: Outcome,
+    ) -> Next {
+        let session_mode = self.mode == PoolMode::Session;
         match outcome {
             // A clean connection goes back without an async call (no future built).
             Outcome::Released if !b.dirty => {
@@ -476,6 +642,16 @@ impl Session {
     }
 }
 
+/// A message that may not open a transaction: the FATAL that ends the session instead.
+pub(super) fn between_transactions(f: &Frame) -> Option<(&'static str, String)> {
+    (f.tag == b'p').then(|| {
+        (
+            sqlstate::PROTOCOL_VIOLATION,
+            "unexpected password message".to_string(),
+        )
+    })
+}
+
 /// Return a connection to the pool, reset first if session state may have changed (`dirty`).
 /// `DISCARD ALL` keeps statement_timeout: it was set as a startup option, which is what
 /// `RESET` returns to. `answered`: when its server last answered, if the relay read the
@@ -502,7 +678,7 @@ async fn give_back(
 }
 
 /// Counts a client in its database's `poolwarden_client_connections` while it lives.
-struct DbClient(Option<crate::metrics::PoolMetrics>);
+pub(super) struct DbClient(Option<crate::metrics::PoolMetrics>);
 
 impl DbClient {
     fn new(metrics: Option<crate::metrics::PoolMetrics>) -> Self {

@@ -173,6 +173,45 @@ impl ServerConn {
         (run..at, failure)
     }
 
+    /// The data plane's socket, when the connection is on the loop.
+    pub fn loop_socket(&self) -> Option<&crate::dataplane::LoopSocket> {
+        match &self.stream {
+            ServerStream::Loop(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Append bytes the loop read from the server to the read buffer.
+    pub fn push_read(&mut self, bytes: &[u8]) {
+        self.reader.push(bytes);
+    }
+
+    /// Move a plain TCP connection onto the data plane's loop (TLS stays on tokio).
+    pub fn adopt(self, plane: &crate::dataplane::DataPlane) -> std::io::Result<Self> {
+        let Self {
+            stream,
+            reader,
+            params,
+            cancel,
+            created,
+            statements,
+            client_facing,
+        } = self;
+        let stream = match stream {
+            ServerStream::Plain(tcp) => ServerStream::Loop(plane.adopt_tokio(tcp)?),
+            other => other,
+        };
+        Ok(Self {
+            stream,
+            reader,
+            params,
+            cancel,
+            created,
+            statements,
+            client_facing,
+        })
+    }
+
     /// The bytes read from the server and not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         self.reader.buffered()

@@ -8,6 +8,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::dataplane::LoopSocket;
+
 /// Plain TCP or rustls over TCP.
 #[derive(Debug)]
 pub enum ServerStream {
@@ -15,6 +17,8 @@ pub enum ServerStream {
     Plain(TcpStream),
     /// TLS.
     Tls(Box<TlsStream<TcpStream>>),
+    /// Plain TCP on the data plane's loop (`data_path: event_loop`).
+    Loop(LoopSocket),
 }
 
 impl ServerStream {
@@ -28,6 +32,7 @@ impl ServerStream {
         let tcp = match self {
             ServerStream::Plain(s) => s,
             ServerStream::Tls(s) => s.get_ref().0,
+            ServerStream::Loop(s) => return s.quiet(),
         };
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         matches!(
@@ -44,6 +49,7 @@ impl crate::protocol::io::TryWrite for ServerStream {
         match self {
             ServerStream::Plain(s) => s.try_write(buf),
             ServerStream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+            ServerStream::Loop(s) => s.write_now(buf),
         }
     }
 }
@@ -57,6 +63,7 @@ impl AsyncRead for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ServerStream::Loop(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -70,6 +77,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ServerStream::Loop(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -77,6 +85,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ServerStream::Loop(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -84,6 +93,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ServerStream::Loop(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -1,0 +1,123 @@
+//! The data plane's sockets: one mio `Poll` whose thread (`proxy::event_loop`) relays
+//! transaction-mode sessions, and the sockets registered with it ([`LoopSocket`]), each
+//! registered once for its whole life (one `epoll_ctl` per login or server connection,
+//! none per transaction). See docs/data-plane.md.
+
+mod socket;
+
+use std::io;
+use std::sync::{Arc, Mutex, Weak};
+
+use mio::{Interest, Token};
+
+pub use socket::LoopSocket;
+pub(crate) use socket::Shared as SocketShared;
+
+/// The token of the loop's waker (sessions handed over, the proxy's phase changed).
+pub const WAKER: Token = Token(usize::MAX);
+
+/// Tokens in use, by socket: the loop wakes the tasks of a socket no session in the loop
+/// owns through it.
+#[derive(Default)]
+struct Sockets {
+    slots: Vec<Option<Weak<SocketShared>>>,
+    free: Vec<usize>,
+}
+
+/// What the loop and the sockets share.
+pub struct Plane {
+    registry: mio::Registry,
+    waker: mio::Waker,
+    sockets: Mutex<Sockets>,
+}
+
+impl Plane {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, Sockets> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A socket closed: its token is free.
+    pub(crate) fn forget(&self, token: Token) {
+        let mut s = self.sockets();
+        if let Some(slot) = s.slots.get_mut(token.0) {
+            *slot = None;
+            s.free.push(token.0);
+        }
+    }
+}
+
+/// A handle on the data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct DataPlane(Arc<Plane>);
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataPlane")
+    }
+}
+
+impl DataPlane {
+    /// A data plane and the `Poll` its loop waits on.
+    pub fn new() -> io::Result<(Self, mio::Poll)> {
+        let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let plane = Plane {
+            registry,
+            waker,
+            sockets: Mutex::default(),
+        };
+        Ok((Self(Arc::new(plane)), poll))
+    }
+
+    /// Register a connected socket with the loop (it is made non-blocking).
+    pub fn adopt(&self, stream: std::net::TcpStream) -> io::Result<LoopSocket> {
+        stream.set_nonblocking(true)?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        let mut sockets = self.0.sockets();
+        let index = match sockets.free.pop() {
+            Some(i) => i,
+            None => {
+                sockets.slots.push(None);
+                sockets.slots.len() - 1
+            }
+        };
+        let token = Token(index);
+        if let Err(e) =
+            self.0
+                .registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            sockets.free.push(index);
+            return Err(e);
+        }
+        let shared = LoopSocket::shared(stream, token, self.0.clone());
+        sockets.slots[index] = Some(Arc::downgrade(&shared));
+        Ok(LoopSocket(shared))
+    }
+
+    /// A tokio socket, taken out of tokio's reactor and registered with the loop.
+    pub fn adopt_tokio(&self, stream: tokio::net::TcpStream) -> io::Result<LoopSocket> {
+        self.adopt(stream.into_std()?)
+    }
+
+    /// Wake the loop.
+    pub fn wake(&self) {
+        if let Err(e) = self.0.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the data plane's loop");
+        }
+    }
+
+    /// The socket with this token, if it is open.
+    pub(crate) fn socket(&self, token: Token) -> Option<Arc<SocketShared>> {
+        self.0
+            .sockets()
+            .slots
+            .get(token.0)
+            .and_then(|s| s.as_ref())
+            .and_then(Weak::upgrade)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! A socket registered once with the data plane's mio loop, usable both by the loop (plain
+//! non-blocking reads and writes) and by tokio tasks ([`AsyncRead`] / [`AsyncWrite`]): while
+//! no session in the loop owns it, the loop passes its readiness events on to the wakers the
+//! tasks registered here.
+//!
+//! The rule that keeps wake-ups from being lost with edge-triggered readiness: a task
+//! registers its waker first, then tries the system call; only a `WouldBlock` makes it wait,
+//! and the next edge (new bytes, room to write) wakes it. The loop, when a session comes back
+//! to it, tries its sockets once before it waits for an edge.
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+use mio::Token;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::Plane;
+
+/// What a loop socket's holders share.
+pub(crate) struct Shared {
+    pub(crate) stream: mio::net::TcpStream,
+    pub(crate) token: Token,
+    /// Bytes may be waiting: set by the loop at a readable event and after a read that
+    /// filled its buffer; cleared before each read (so an edge during the read sets it
+    /// again). The loop reads a socket only while it is set.
+    readable: AtomicBool,
+    /// The peer's end of stream was seen by the loop: reads will not wait again (an edge
+    /// that brought bytes and the end together leaves a short read that is not the end).
+    read_closed: AtomicBool,
+    read: AtomicWaker,
+    write: AtomicWaker,
+    plane: Arc<Plane>,
+}
+
+impl Shared {
+    /// Wake whatever task waits on this socket (an event the loop does not handle itself);
+    /// `read_closed`: the event says the peer closed its end.
+    pub(crate) fn wake(&self, readable: bool, read_closed: bool, writable: bool) {
+        if read_closed {
+            self.read_closed.store(true, Ordering::Release);
+        }
+        if readable || read_closed {
+            self.readable.store(true, Ordering::Release);
+            self.read.wake();
+        }
+        if writable {
+            self.write.wake();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The socket closes with the stream (and leaves the epoll set with it); its token
+        // may be given to the next socket.
+        self.plane.forget(self.token);
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopSocket")
+            .field("token", &self.token.0)
+            .finish()
+    }
+}
+
+/// A TCP socket registered with the data plane (see the module's doc). Clones share the
+/// socket: a session's read and write halves.
+#[derive(Clone, Debug)]
+pub struct LoopSocket(pub(crate) Arc<Shared>);
+
+impl LoopSocket {
+    pub(crate) fn shared(
+        stream: mio::net::TcpStream,
+        token: Token,
+        plane: Arc<Plane>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            stream,
+            token,
+            readable: AtomicBool::new(true),
+            read_closed: AtomicBool::new(false),
+            read: AtomicWaker::new(),
+            write: AtomicWaker::new(),
+            plane,
+        })
+    }
+
+    /// Its token in the loop.
+    pub fn token(&self) -> Token {
+        self.0.token
+    }
+
+    /// Read what the socket has now (the loop's read; never waits).
+    pub fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.readable.store(false, Ordering::Release);
+        let r = (&self.0.stream).read(buf);
+        if matches!(&r, Ok(n) if *n == buf.len())
+            || matches!(&r, Err(e) if e.kind() == io::ErrorKind::Interrupted)
+        {
+            self.mark_readable();
+        }
+        r
+    }
+
+    /// Whether bytes (or the end of stream) may be waiting (see the loop's rule in the
+    /// module's doc).
+    pub fn maybe_readable(&self) -> bool {
+        self.0.readable.load(Ordering::Acquire) || self.0.read_closed.load(Ordering::Acquire)
+    }
+
+    /// Note that bytes may be waiting (a readable event).
+    pub fn mark_readable(&self) {
+        self.0.readable.store(true, Ordering::Release);
+    }
+
+    /// Note that the peer closed its end (an event with `read_closed`): the socket stays
+    /// readable (to its end of stream) from now on.
+    pub fn mark_read_closed(&self) {
+        self.0.read_closed.store(true, Ordering::Release);
+    }
+
+    /// Write what the socket takes now (never waits).
+    pub fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        (&self.0.stream).write(buf)
+    }
+
+    /// Whether nothing has arrived and the peer has not closed (one non-blocking peek).
+    pub fn quiet(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(&self.0.stream).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
+    }
+
+    /// Whether the peer closed (`true`) or sent bytes (`false`), polled without taking a
+    /// byte.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.0.read.register(cx.waker());
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.0.stream).peek(&mut probe) {
+            Ok(0) => Poll::Ready(true),
+            Ok(_) => Poll::Ready(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            Err(_) => Poll::Ready(true),
+        }
+    }
+
+    /// Whether the peer closed (`Some(true)`) or sent bytes (`Some(false)`, which stay to be
+    /// read), by one peek; `None` when nothing arrived.
+    pub fn peek_closed(&self) -> Option<bool> {
+        self.0.readable.store(false, Ordering::Release);
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.0.stream).peek(&mut probe) {
+            Ok(0) => Some(true),
+            Ok(_) => {
+                self.mark_readable();
+                Some(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(_) => Some(true),
+        }
+    }
+
+    /// Shut the socket down both ways (the peer sees the end even while clones live).
+    pub fn shutdown(&self) {
+        let _ = self.0.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl AsyncRead for LoopSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.read.register(cx.waker());
+        self.0.readable.store(false, Ordering::Release);
+        match (&self.0.stream).read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for LoopSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.write.register(cx.waker());
+        match (&self.0.stream).write(buf) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match self.0.stream.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        })
+    }
+}
+
+impl crate::protocol::io::TryWrite for LoopSocket {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write_now(buf)
+    }
+}
