@@ -73,7 +73,11 @@ impl DataPlane {
     /// Register a connected socket with the loop (it is made non-blocking).
     pub fn adopt(&self, stream: std::net::TcpStream) -> io::Result<LoopSocket> {
         stream.set_nonblocking(true)?;
-        let mut stream = mio::net::TcpStream::from_std(stream);
+        self.adopt_mio(mio::net::TcpStream::from_std(stream))
+    }
+
+    /// Register a non-blocking socket with the loop.
+    pub fn adopt_mio(&self, mut stream: mio::net::TcpStream) -> io::Result<LoopSocket> {
         let mut sockets = self.0.sockets();
         let index = match sockets.free.pop() {
             Some(i) => i,
@@ -96,9 +100,10 @@ impl DataPlane {
         Ok(LoopSocket(shared))
     }
 
-    /// A tokio socket, taken out of tokio's reactor and registered with the loop.
+    /// A tokio socket, taken out of tokio's reactor (which leaves it non-blocking) and
+    /// registered with the loop.
     pub fn adopt_tokio(&self, stream: tokio::net::TcpStream) -> io::Result<LoopSocket> {
-        self.adopt(stream.into_std()?)
+        self.adopt_mio(mio::net::TcpStream::from_std(stream.into_std()?))
     }
 
     /// Wake the loop.

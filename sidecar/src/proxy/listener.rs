@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
-use super::event_loop::EventLoop;
+use super::event_loop::{EventLoop, Listening};
 use super::phase::{Phase, PhaseControl};
 use super::pools::{ObserverFactory, Pools};
 use super::session::{self, Ctx, Keep};
@@ -197,29 +197,45 @@ impl Proxy {
             shutdown.await;
             let _ = stop_tx.send(());
         });
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut stop_rx => break,
-                accepted = listener.accept() => {
-                    let (sock, _peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    match limit.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let keep = Keep::new(permit, sessions.token());
-                            // The session's future is large (every state of a login and
-                            // a relay); boxed, the task the runtime moves about is small.
-                            sessions.spawn(Box::pin(session::serve(sock, ctx.clone(), keep)));
-                        }
-                        Err(_) => {
-                            let timeout = config.load().clients.startup_timeout.get();
-                            tokio::spawn(too_many_clients(sock, timeout));
+        let listener = match &event_loop {
+            // The loop accepts, and logs clients in, itself.
+            Some(l) => {
+                l.listen(Listening {
+                    listener: listener.into_std().map_err(RunError::DataPlane)?,
+                    ctx: ctx.clone(),
+                    limit: limit.clone(),
+                    sessions: sessions.clone(),
+                });
+                let _ = (&mut stop_rx).await;
+                None
+            }
+            None => Some(listener),
+        };
+        if let Some(listener) = &listener {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop_rx => break,
+                    accepted = listener.accept() => {
+                        let (sock, _peer) = match accepted {
+                            Ok(a) => a,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        };
+                        match limit.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                let keep = Keep::new(permit, sessions.token());
+                                // The session's future is large (every state of a login and
+                                // a relay); boxed, the task the runtime moves about is small.
+                                sessions.spawn(Box::pin(session::serve(sock, ctx.clone(), keep)));
+                            }
+                            Err(_) => {
+                                let timeout = config.load().clients.startup_timeout.get();
+                                tokio::spawn(too_many_clients(sock, timeout));
+                            }
                         }
                     }
                 }
@@ -266,7 +282,10 @@ impl Proxy {
 }
 
 /// Over `clients.max_connections`: read the startup packet, answer 53300, close.
-async fn too_many_clients(mut sock: TcpStream, timeout: Duration) {
+pub(super) async fn too_many_clients<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    timeout: Duration,
+) {
     tracing::warn!("refusing a client: too many clients");
     if let Ok(Ok(Startup::Login { .. })) =
         tokio::time::timeout(timeout, startup::read_startup(&mut sock)).await

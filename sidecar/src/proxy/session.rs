@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::boundaries::{Boundaries, QueryTimer};
@@ -20,6 +21,7 @@ use super::relay::{ClientIo, Outcome, Relaying, relay};
 use super::startup::{self, Login, Refusal, Startup};
 use crate::auth::SharedAuthFile;
 use crate::config::{Config, PoolMode};
+use crate::dataplane::LoopSocket;
 use crate::pool::{Checkout, CheckoutError, CloseReason};
 use crate::prepared::Tracking;
 use crate::protocol::build::{self, Severity};
@@ -71,66 +73,90 @@ impl Keep {
 
 const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
 
-/// Serve one client connection to its end (or until the data plane's loop takes it).
+/// Serve one client connection to its end.
 pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>, keep: Keep) {
     let _ = sock.set_nodelay(true);
     let config = ctx.config.load_full();
+    let Some((login, rest)) = log_in(&mut sock, &ctx, &config).await else {
+        return;
+    };
+    let (rd, wr) = sock.into_split();
+    let client = ClientIo::new(rd, wr, rest, config.clients.max_message_size as usize);
+    let session = Box::new(Session::new(client, login, ctx, &config, keep));
+    session.run().await;
+}
+
+/// Serve a client the data plane's loop accepted, polled by the loop: its login and
+/// greeting, then the session for the loop (transaction mode), or to its end (session mode,
+/// after a reload changed the mode).
+pub(super) async fn serve_on_loop(
+    mut sock: LoopSocket,
+    ctx: Arc<Ctx>,
+    keep: Keep,
+) -> Option<Box<Session>> {
+    let config = ctx.config.load_full();
+    let (login, rest) = log_in(&mut sock, &ctx, &config).await?;
+    let client = ClientIo::on_loop(sock, rest, config.clients.max_message_size as usize);
+    let mut session = Box::new(Session::new(client, login, ctx, &config, keep));
+    match session.greet().await? {
+        None => Some(session),
+        Some(held) => {
+            session.hold_session(held).await;
+            None
+        }
+    }
+}
+
+/// The start-up, a cancel request's forwarding, or a refusal; the login and the bytes read
+/// past it when the client logged in.
+async fn log_in<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+    ctx: &Ctx,
+    config: &Config,
+) -> Option<(Login, BytesMut)> {
     let startup_timeout = config.clients.startup_timeout.get();
-    let started =
-        match tokio::time::timeout(startup_timeout, startup::read_startup(&mut sock)).await {
-            Err(_) => {
-                tracing::debug!("client sent no startup packet in time");
-                return;
-            }
-            Ok(Err(r)) => return refuse(&mut sock, &r).await,
-            Ok(Ok(s)) => s,
-        };
+    let started = match tokio::time::timeout(startup_timeout, startup::read_startup(sock)).await {
+        Err(_) => {
+            tracing::debug!("client sent no startup packet in time");
+            return None;
+        }
+        Ok(Err(r)) => return refuse(sock, &r).await,
+        Ok(Ok(s)) => s,
+    };
     let (params, rest) = match started {
-        Startup::Gone => return,
+        Startup::Gone => return None,
         Startup::Cancel { pid, key } => {
-            return startup::forward_cancel(&ctx.cancels, pid, key).await;
+            startup::forward_cancel(&ctx.cancels, pid, key).await;
+            return None;
         }
         Startup::Login { params, rest } => (params, rest),
     };
     let login = match startup::login(params, &ctx.pools) {
         Ok(l) => l,
-        Err(r) => return refuse(&mut sock, &r).await,
+        Err(r) => return refuse(sock, &r).await,
     };
     let rest = match startup::authenticate(
         &config.clients,
         ctx.users.as_deref(),
         login.user(),
-        &mut sock,
+        sock,
         rest,
     )
     .await
     {
         Ok(rest) => rest,
-        Err(r) => return refuse(&mut sock, &r).await,
+        Err(r) => return refuse(sock, &r).await,
     };
-    let max_message = config.clients.max_message_size as usize;
-    let client = match &ctx.event_loop {
-        Some(l) if config.mode == PoolMode::Transaction => match l.plane().adopt_tokio(sock) {
-            Ok(s) => ClientIo::on_loop(s, rest, max_message),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot move a client onto the data plane");
-                return;
-            }
-        },
-        _ => {
-            let (rd, wr) = sock.into_split();
-            ClientIo::new(rd, wr, rest, max_message)
-        }
-    };
-    let session = Box::new(Session::new(client, login, ctx, &config, keep));
-    session.run().await;
+    Some((login, rest))
 }
 
-async fn refuse(sock: &mut TcpStream, r: &Refusal) {
+/// Send the refusal as a FATAL and close; `None`, for [`log_in`].
+async fn refuse<S: AsyncWrite + Unpin, T>(sock: &mut S, r: &Refusal) -> Option<T> {
     use tokio::io::AsyncWriteExt;
     tracing::info!(code = r.code, message = %r.message, "refusing a client");
     let _ = sock.write_all(&startup::fatal(r)).await;
     let _ = sock.shutdown().await;
+    None
 }
 
 /// A logged-in client: what its task, or the data plane's loop, holds between transactions.
@@ -207,9 +233,23 @@ impl Session {
     }
 
     async fn run(mut self: Box<Self>) {
+        match self.greet().await {
+            Some(None) => self.transactions(None).await,
+            Some(Some(held)) => self.hold_session(held).await,
+            None => {}
+        }
+    }
+
+    /// The greeting, after the server parameters are known (and, in session mode, the
+    /// session's server connection is checked out: it comes back). `None` when the session
+    /// ended (a FATAL was sent, or the client left).
+    async fn greet(&mut self) -> Option<Option<Checkout<ServerManager>>> {
         let params = match startup::server_params(&self.login).await {
             Ok(p) => p,
-            Err(r) => return self.fatal(r.code, &r.message).await,
+            Err(r) => {
+                self.fatal(r.code, &r.message).await;
+                return None;
+            }
         };
         // Session mode: the server connection is held from login to logout.
         let held = if self.mode == PoolMode::Session {
@@ -223,40 +263,39 @@ impl Session {
                 Ok(c) => Some(c),
                 Err(e) => {
                     let r = startup::checkout_refusal(e);
-                    return self.fatal(r.code, &r.message).await;
+                    self.fatal(r.code, &r.message).await;
+                    return None;
                 }
             }
         } else {
             None
         };
-        if self
-            .client
+        self.client
             .send(&startup::greeting(&self.login, &params, &self.cancel))
             .await
-            .is_err()
-        {
-            return;
-        }
+            .ok()?;
         tracing::debug!(database = %self.login.db.config.name, "client logged in");
         self.connected = Some((
             self.ctx.counters.client_connected(),
             DbClient::new(self.login.db.metrics.clone()),
         ));
-        if let Some(mut c) = held {
-            if let Some(sql) = self.resync_sql(c.conn())
-                && let Err(e) = c.conn().simple_query(&sql).await
-            {
-                tracing::warn!(error = %e, "cannot prepare a server connection");
-                c.discard(CloseReason::Error);
-                return self
-                    .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
-                    .await;
-            }
-            self.cancel.set(Some(c.conn().cancel.clone()));
-            self.hold(c, None).await;
-            return self.client.close();
+        Some(held)
+    }
+
+    /// Session mode: relay with the session's connection until the client leaves.
+    async fn hold_session(mut self: Box<Self>, mut c: Checkout<ServerManager>) {
+        if let Some(sql) = self.resync_sql(c.conn())
+            && let Err(e) = c.conn().simple_query(&sql).await
+        {
+            tracing::warn!(error = %e, "cannot prepare a server connection");
+            c.discard(CloseReason::Error);
+            return self
+                .fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                .await;
         }
-        self.transactions(None).await;
+        self.cancel.set(Some(c.conn().cancel.clone()));
+        self.hold(c, None).await;
+        self.client.close();
     }
 
     /// Transaction mode, from `resume` (where the data plane's loop handed the session

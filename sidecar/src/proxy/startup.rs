@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::cancel::{CancelHandle, CancelRegistry};
 use super::pools::{DbPool, Pools};
@@ -61,7 +60,9 @@ pub enum Startup {
 
 /// Read start-up packets until a StartupMessage or CancelRequest. Answers `N` to SSL and
 /// GSS encryption requests.
-pub async fn read_startup(sock: &mut TcpStream) -> Result<Startup, Refusal> {
+pub async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+) -> Result<Startup, Refusal> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match startup::decode(&mut buf) {
@@ -129,11 +130,11 @@ pub async fn forward_cancel(cancels: &CancelRegistry, pid: i32, key: i32) {
 /// against the users file. `rest` holds bytes already read past the startup packet and comes
 /// back with whatever follows the last authentication message. AuthenticationOk itself is
 /// sent with the greeting.
-pub async fn authenticate(
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     clients: &ClientsConfig,
     users: Option<&SharedAuthFile>,
     user: &str,
-    sock: &mut TcpStream,
+    sock: &mut S,
     rest: BytesMut,
 ) -> Result<BytesMut, Refusal> {
     if clients.auth == ClientAuth::Trust {

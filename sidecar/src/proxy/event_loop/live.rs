@@ -105,8 +105,8 @@ impl Live {
             .loop_socket()
             .expect("only sessions on the data plane enter the loop")
             .clone();
-        // Whatever arrived while the session was away is looked at.
-        client.mark_readable();
+        // The socket's flag says whether anything arrived while the session was away (or
+        // logging in): the loop's events and tokio's reads keep it.
         Self {
             s,
             client,

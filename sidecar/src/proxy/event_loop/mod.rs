@@ -4,12 +4,16 @@
 //! socket event. See docs/data-plane.md.
 //!
 //! ```text
-//!  tokio: accept, login, greeting ─▶ enter() ─▶ loop: first message ─▶ Pool::begin
+//!  loop: accept ─▶ login, greeting (a future the loop polls) ─▶ first message ─▶ Pool::begin
 //!    ─ idle, fresh ─▶ relay in the loop ─▶ ReadyForQuery 'I', clean ─▶ release ─▶ …
 //!    ─ wait / open / pre-ping / recycle ─▶ Pool::finish, a future polled by the loop
 //!  anything else (refusals, SETs, TLS, DISCARD ALL, FATALs, drain) ─▶ back to a tokio
 //!    task (Session::transactions), which hands the session back between transactions
 //! ```
+//!
+//! SCRAM's key derivation runs on tokio's blocking pool, as on the `tasks` path; tokio's
+//! timers (startup_timeout, pool_timeout) and the sockets it opens (server connections being
+//! logged in, cancel requests) wake the loop's futures from tokio's thread.
 //!
 //! A socket is registered with the loop once, at login or when its server connection is
 //! opened. Events on a socket no session in the loop holds (a session away on tokio, an
@@ -21,23 +25,63 @@ mod wake;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use mio::{Events, Token};
+use mio::{Events, Interest, Token};
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::phase::{Phase, PhaseSource, PhaseWatch};
-use super::session::Session;
-use crate::dataplane::{DataPlane, WAKER};
+use super::session::{Ctx, Keep, Session, serve_on_loop};
+use crate::dataplane::{DataPlane, LoopSocket, WAKER};
 use live::{Live, Turn};
 use wake::Woken;
+
+/// The listener's token.
+const LISTENER: Token = Token(usize::MAX - 1);
+
+/// What accepting clients needs; the loop accepts once it has it ([`EventLoop::listen`]).
+pub struct Listening {
+    /// The bound listener.
+    pub listener: std::net::TcpListener,
+    /// What sessions share.
+    pub ctx: Arc<Ctx>,
+    /// Places under `clients.max_connections`.
+    pub limit: Arc<Semaphore>,
+    /// Counts sessions for the drain.
+    pub sessions: TaskTracker,
+}
+
+struct Accepting {
+    listener: mio::net::TcpListener,
+    ctx: Arc<Ctx>,
+    limit: Arc<Semaphore>,
+    sessions: TaskTracker,
+}
+
+type LoginFuture = Pin<Box<dyn Future<Output = Option<Box<Session>>> + Send>>;
+
+/// A slot of the loop: a client logging in, or a logged-in session.
+enum Slot {
+    Login {
+        login: LoginFuture,
+        client: LoopSocket,
+        waker: Waker,
+    },
+    Live(Live),
+}
 
 /// The loop's handle: hands sessions over, stops it.
 pub struct EventLoop {
     plane: DataPlane,
+    listening: Mutex<Option<Listening>>,
     // Boxed: a session moves between the loop and tokio tasks as one pointer.
     #[allow(clippy::vec_box)]
     inbox: Mutex<Vec<Box<Session>>>,
@@ -63,6 +107,7 @@ impl EventLoop {
         let l = Arc::new(Self {
             woken: Arc::new(Woken::new(plane.clone())),
             plane,
+            listening: Mutex::default(),
             inbox: Mutex::default(),
             stop: AtomicBool::new(false),
         });
@@ -72,7 +117,16 @@ impl EventLoop {
             .spawn(move || {
                 let _rt = rt.enter();
                 wake::on_loop_thread();
-                Loop::new(shared, poll, phase.watch(), rt.clone()).run();
+                let watch = phase.watch();
+                let run = std::panic::AssertUnwindSafe(|| {
+                    Loop::new(shared, poll, watch, rt.clone()).run();
+                });
+                if std::panic::catch_unwind(run).is_err() {
+                    // Every transaction-mode client is on this thread: a sidecar without it
+                    // would look alive and serve no one. Exit, so the pod restarts.
+                    tracing::error!("the data plane's loop panicked; exiting");
+                    std::process::exit(70);
+                }
             })?;
         Ok(l)
     }
@@ -85,6 +139,12 @@ impl EventLoop {
     /// Hand a session over, between transactions.
     pub fn enter(self: Arc<Self>, s: Box<Session>) {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        self.plane.wake();
+    }
+
+    /// Accept clients on the loop from now on (until the proxy drains).
+    pub fn listen(&self, l: Listening) {
+        *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
         self.plane.wake();
     }
 
@@ -113,7 +173,8 @@ struct Loop {
     poll: mio::Poll,
     rt: Handle,
     phase: PhaseWatch,
-    sessions: Vec<Option<Live>>,
+    accepting: Option<Accepting>,
+    sessions: Vec<Option<Slot>>,
     free: Vec<usize>,
     /// Bumped when a slot is emptied: a timer or wake-up for an earlier session is stale.
     generations: Vec<u64>,
@@ -136,6 +197,7 @@ impl Loop {
             poll,
             rt,
             phase,
+            accepting: None,
             sessions: Vec::new(),
             free: Vec::new(),
             generations: Vec::new(),
@@ -166,6 +228,10 @@ impl Loop {
                     woke = true;
                     continue;
                 }
+                if ev.token() == LISTENER {
+                    self.accept(phase);
+                    continue;
+                }
                 let readable = ev.is_readable() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 self.dispatch(ev.token(), readable, ev.is_read_closed(), writable);
@@ -180,6 +246,11 @@ impl Loop {
                     // Every session looks at the phase at its next turn.
                     self.queue
                         .extend((0..self.sessions.len()).filter(|i| self.sessions[*i].is_some()));
+                }
+                if phase >= Phase::Draining {
+                    self.stop_accepting();
+                } else {
+                    self.start_accepting(phase);
                 }
                 self.arrivals(phase);
             }
@@ -205,12 +276,24 @@ impl Loop {
     /// A socket event: to the session that holds the socket, or to the tasks waiting on it.
     fn dispatch(&mut self, token: Token, readable: bool, read_closed: bool, writable: bool) {
         match self.routes.get(token.0).copied().unwrap_or(Route::Away) {
-            Route::Client(i) | Route::Server(i) => {
-                if let Some(live) = self.sessions[i].as_mut() {
+            Route::Client(i) | Route::Server(i) => match self.sessions[i].as_mut() {
+                Some(Slot::Live(live)) => {
                     live.mark_readable(token, readable, read_closed);
                     self.queue.push(i);
                 }
-            }
+                // A login's future reads and writes until the socket would block: it is
+                // polled again. The flags are kept for the session it becomes.
+                Some(Slot::Login { client, .. }) => {
+                    if readable {
+                        client.mark_readable();
+                    }
+                    if read_closed {
+                        client.mark_read_closed();
+                    }
+                    self.queue.push(i);
+                }
+                None => {}
+            },
             Route::Away => {
                 if let Some(sock) = self.shared.plane.socket(token) {
                     sock.wake(readable, read_closed, writable);
@@ -224,18 +307,107 @@ impl Loop {
         let arrived =
             std::mem::take(&mut *self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()));
         for s in arrived {
-            let i = match self.free.pop() {
-                Some(i) => i,
-                None => {
-                    self.sessions.push(None);
-                    self.generations.push(0);
-                    self.sessions.len() - 1
-                }
-            };
+            let i = self.slot();
             let waker = self.shared.woken.session_waker(i, self.generations[i]);
             let live = Live::new(s, waker);
             self.route(live.client_token(), Route::Client(i));
-            self.sessions[i] = Some(live);
+            self.sessions[i] = Some(Slot::Live(live));
+            self.drive(i, phase);
+        }
+    }
+
+    /// A free slot's index.
+    fn slot(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.sessions.push(None);
+                self.generations.push(0);
+                self.sessions.len() - 1
+            }
+        }
+    }
+
+    /// Register the listener handed over, if one was.
+    fn start_accepting(&mut self, phase: Phase) {
+        let Some(l) = self
+            .shared
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let mut listener = mio::net::TcpListener::from_std(l.listener);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+        {
+            tracing::error!(error = %e, "the data plane's loop cannot accept clients");
+            return;
+        }
+        self.accepting = Some(Accepting {
+            listener,
+            ctx: l.ctx,
+            limit: l.limit,
+            sessions: l.sessions,
+        });
+        // Clients that connected before the registration.
+        self.accept(phase);
+    }
+
+    /// Stop accepting (the drain): the listener closes.
+    fn stop_accepting(&mut self) {
+        if let Some(mut a) = self.accepting.take() {
+            let _ = self.poll.registry().deregister(&mut a.listener);
+        }
+    }
+
+    /// Accept every client waiting: each logs in as a future the loop polls.
+    fn accept(&mut self, phase: Phase) {
+        loop {
+            let Some(a) = &self.accepting else {
+                return;
+            };
+            let stream = match a.listener.accept() {
+                Ok((stream, _peer)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors, most likely: the next client's event tries again.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let sock = match self.shared.plane.adopt_mio(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register a client with the data plane");
+                    continue;
+                }
+            };
+            let permit = match a.limit.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let timeout = a.ctx.config.load().clients.startup_timeout.get();
+                    self.rt
+                        .spawn(super::listener::too_many_clients(sock, timeout));
+                    continue;
+                }
+            };
+            let keep = Keep::new(permit, a.sessions.token());
+            let login: LoginFuture = Box::pin(serve_on_loop(sock.clone(), a.ctx.clone(), keep));
+            let i = self.slot();
+            let waker = self.shared.woken.session_waker(i, self.generations[i]);
+            self.route(sock.token(), Route::Client(i));
+            self.sessions[i] = Some(Slot::Login {
+                login,
+                client: sock,
+                waker,
+            });
             self.drive(i, phase);
         }
     }
@@ -258,7 +430,7 @@ impl Loop {
             if self.generations.get(i) != Some(&generation) {
                 continue;
             }
-            if let Some(live) = self.sessions[i].as_mut() {
+            if let Some(Slot::Live(live)) = self.sessions[i].as_mut() {
                 live.timer_due();
                 self.queue.push(i);
             }
@@ -267,8 +439,36 @@ impl Loop {
 
     /// Run a session until it waits, leaves or ends.
     fn drive(&mut self, i: usize, phase: Phase) {
-        let Some(live) = self.sessions[i].as_mut() else {
-            return;
+        let live = match self.sessions[i].as_mut() {
+            None => return,
+            Some(Slot::Live(live)) => live,
+            Some(Slot::Login { login, waker, .. }) => {
+                match login.as_mut().poll(&mut Context::from_waker(waker)) {
+                    Poll::Pending => return,
+                    Poll::Ready(session) => {
+                        let Some(Slot::Login { client, waker, .. }) = self.sessions[i].take()
+                        else {
+                            unreachable!("matched above")
+                        };
+                        match session {
+                            Some(s) => {
+                                self.sessions[i] = Some(Slot::Live(Live::new(s, waker)));
+                            }
+                            None => {
+                                self.sessions[i] = None;
+                                self.route(client.token(), Route::Away);
+                                self.generations[i] += 1;
+                                self.free.push(i);
+                                return;
+                            }
+                        }
+                        match self.sessions[i].as_mut() {
+                            Some(Slot::Live(live)) => live,
+                            _ => unreachable!("put there above"),
+                        }
+                    }
+                }
+            }
         };
         let generation = self.generations[i];
         let turn = live.turn(&mut self.scratch, phase);
@@ -303,7 +503,9 @@ impl Loop {
 
     /// Take a session out of the loop: its sockets' events go to tasks from now on.
     fn remove(&mut self, i: usize) -> Live {
-        let live = self.sessions[i].take().expect("a live session");
+        let Some(Slot::Live(live)) = self.sessions[i].take() else {
+            unreachable!("only live sessions are removed");
+        };
         self.route(live.client_token(), Route::Away);
         if let Some(t) = live.server_token() {
             self.route(t, Route::Away);
