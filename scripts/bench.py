@@ -122,10 +122,13 @@ class Pooler:
             cmd = [str(Path(args.floor_dir) / kind), f"127.0.0.1:{self.port}",
                    f"127.0.0.1:{args.pg_port}", str(pool_size)]
         else:
+            # Written only when asked for: a build from before data_path refuses the key.
+            data_path_line = (f"data_path: {data_path()}\n"
+                              if "BENCH_DATA_PATH" in os.environ else "")
             (self.dir / "poolwarden.yaml").write_text(
                 f"listen: 127.0.0.1:{self.port}\nadmin_listen: 127.0.0.1:{free_port()}\n"
                 "mode: transaction\n"
-                f"data_path: {os.environ.get('BENCH_DATA_PATH', 'tasks')}\n"
+                f"{data_path_line}"
                 "databases:\n  - name: bench\n    host: 127.0.0.1\n"
                 f"    port: {args.pg_port}\n    user: postgres\n    sslmode: disable\n"
                 f"pool:\n  pool_size: {pool_size}\n  max_overflow: {max_overflow}\n"
@@ -323,11 +326,17 @@ def machine(args):
             f"{load[0]:.1f}")
 
 
+def data_path():
+    """The sidecar's data_path for this run (BENCH_DATA_PATH, default tasks)."""
+    return os.environ.get("BENCH_DATA_PATH", "tasks")
+
+
 def report(args, results, memory, started, host, seconds, rounds):
     cells = [c for c in args.cells]
     lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run, {rounds} round(s), "
              f"medians; pool {args.pool_size} server connections (transaction mode, trust "
-             f"auth) for both poolers; pgbench -j 2, scale {args.scale}. Machine: {host}.", "",
+             f"auth) for both poolers; poolwarden's data_path: {data_path()}; pgbench -j 2, "
+             f"scale {args.scale}. Machine: {host}.", "",
              "| Workload | Clients | Target | tps | avg ms | p99 ms | p99 added ms | "
              "pooler CPU µs/tx | pooler peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -215,7 +215,11 @@ impl<M: Manager> Pool<M> {
         &self,
         application_name: &str,
     ) -> Result<Checkout<M>, CheckoutError<M::Error>> {
-        self.finish(self.begin(), application_name).await
+        // An idle connection that needs no check goes out without the second part's future.
+        match self.ready(self.begin()) {
+            Ok(c) => Ok(c),
+            Err(begun) => self.finish(begun, application_name).await,
+        }
     }
 
     /// The first part of a checkout, without waiting: one lock, which gives an idle

@@ -146,6 +146,7 @@ impl Boundaries {
     }
 
     /// Take the query timer back, with nothing in flight.
+    #[inline]
     pub fn take_query_timer(&mut self) -> Option<QueryTimer> {
         let mut timer = self.queries.take()?;
         timer.in_flight.clear();
@@ -208,6 +209,7 @@ impl Boundaries {
     }
 
     /// A ReadyForQuery, with its body (the transaction status).
+    #[inline]
     fn ready_for_query(&mut self, body: &[u8]) {
         if let Some(q) = &mut self.queries {
             let now = Instant::now();

@@ -51,6 +51,7 @@ impl ClientRead {
 }
 
 impl AsyncRead for ClientRead {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -91,6 +92,7 @@ impl AsyncWrite for ClientWrite {
 }
 
 impl TryWrite for ClientWrite {
+    #[inline]
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             ClientWrite::Tcp(wr) => wr.try_write(buf),

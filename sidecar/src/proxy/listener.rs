@@ -71,6 +71,11 @@ fn data_plane(config: &Config) -> Result<Option<(DataPlane, mio::Poll)>, RunErro
     DataPlane::new().map(Some).map_err(RunError::DataPlane)
 }
 
+/// The data plane's handle, for the pools.
+fn handle(plane: &Option<(DataPlane, mio::Poll)>) -> Option<DataPlane> {
+    plane.as_ref().map(|(p, _)| p.clone())
+}
+
 impl Proxy {
     /// Build the pools and bind `config.listen`.
     pub async fn bind(config: Config) -> Result<Self, RunError> {
@@ -83,11 +88,7 @@ impl Proxy {
         observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
         let plane = data_plane(&config)?;
-        let pools = Arc::new(Pools::new(
-            &config,
-            observer,
-            plane.as_ref().map(|(p, _)| p.clone()),
-        )?);
+        let pools = Arc::new(Pools::new(&config, observer, handle(&plane))?);
         Self::bind_pools(config, pools, plane).await
     }
 
@@ -97,11 +98,7 @@ impl Proxy {
         metrics: crate::metrics::Metrics,
     ) -> Result<Self, RunError> {
         let plane = data_plane(&config)?;
-        let pools = Arc::new(Pools::with_metrics(
-            &config,
-            metrics,
-            plane.as_ref().map(|(p, _)| p.clone()),
-        )?);
+        let pools = Arc::new(Pools::with_metrics(&config, metrics, handle(&plane))?);
         Self::bind_pools(config, pools, plane).await
     }
 

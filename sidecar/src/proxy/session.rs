@@ -305,16 +305,40 @@ impl Session {
         loop {
             let next = match resume.take() {
                 Some(r) => self.resume(r).await,
-                None => {
+                None => 'transaction: {
                     if let Some(l) = &self.ctx.event_loop
                         && self.client.loop_socket().is_some()
                     {
                         return l.clone().enter(self);
                     }
-                    match self.first_message().await {
-                        Some(first) => self.transaction(first).await,
-                        None => Next::Stop,
-                    }
+                    // The common path, awaited here and not in a helper: the relay's future
+                    // is polled at every socket event, through every future that awaits it.
+                    let Some(first) = self.first_message().await else {
+                        break 'transaction Next::Stop;
+                    };
+                    let Some(checkout) = self.checkout_while_connected().await else {
+                        tracing::debug!("client left while waiting for a server connection");
+                        break 'transaction Next::Stop;
+                    };
+                    let mut c = match checkout {
+                        Ok(c) => c,
+                        Err(e) => break 'transaction self.refused(first, e).await,
+                    };
+                    // No SETs needed (the usual case): no future built for them.
+                    let at = match self.resync_sql(c.conn()) {
+                        None => c.handed_out_at(),
+                        Some(sql) => match self.prepare(c, &sql).await {
+                            Some((prepared, at)) => {
+                                c = prepared;
+                                at
+                            }
+                            None => break 'transaction Next::Stop,
+                        },
+                    };
+                    self.cancel.set(Some(c.conn().cancel.clone()));
+                    let next = self.hold(c, Some((first, at))).await;
+                    self.cancel.set(None);
+                    next
                 }
             };
             if let Next::Stop = next {
@@ -396,16 +420,7 @@ impl Session {
         }
     }
 
-    /// One transaction from its first message: check out, make the connection match the
-    /// client, relay, give it back.
-    async fn transaction(&mut self, first: Frame) -> Next {
-        let Some(checkout) = self.checkout_while_connected().await else {
-            tracing::debug!("client left while waiting for a server connection");
-            return Next::Stop;
-        };
-        self.after_checkout(first, checkout).await
-    }
-
+    /// A transaction whose checkout ended: relay with the connection, or refuse.
     async fn after_checkout(
         &mut self,
         first: Frame,
@@ -413,42 +428,60 @@ impl Session {
     ) -> Next {
         match checkout {
             Ok(c) => self.checked(first, c).await,
-            Err(CheckoutError::Closed) => {
-                self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
-                Next::Stop
-            }
-            Err(e) => {
-                let r = startup::checkout_refusal(e);
-                if r.code == sqlstate::TOO_MANY_CONNECTIONS {
-                    tracing::warn!(database = %self.login.db.config.name, "a client hit pool_timeout");
-                }
-                self.reject_transaction(first, r).await
-            }
+            Err(e) => self.refused(first, e).await,
         }
     }
 
-    /// A transaction with its connection: make the connection match this client; the first
-    /// query is timed from the checkout, or from after the SETs.
+    /// No connection for this transaction: a FATAL if the pool is shut down, otherwise the
+    /// refusal as an ERROR (the client connection stays usable).
+    async fn refused(&mut self, first: Frame, e: CheckoutError<ConnectError>) -> Next {
+        if let CheckoutError::Closed = e {
+            self.fatal(sqlstate::ADMIN_SHUTDOWN, SHUTDOWN_MESSAGE).await;
+            return Next::Stop;
+        }
+        let r = startup::checkout_refusal(e);
+        if r.code == sqlstate::TOO_MANY_CONNECTIONS {
+            tracing::warn!(database = %self.login.db.config.name, "a client hit pool_timeout");
+        }
+        self.reject_transaction(first, r).await
+    }
+
+    /// A transaction with its connection: make the connection match this client, relay,
+    /// give it back.
     async fn checked(&mut self, first: Frame, mut c: Checkout<ServerManager>) -> Next {
-        let resync = match self.resync_sql(c.conn()) {
-            None => Ok(false),
-            Some(sql) => c.conn().simple_query(&sql).await.map(|()| true),
-        };
-        let at = match resync {
-            Ok(false) => c.handed_out_at(),
-            Ok(true) => tokio::time::Instant::now(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot prepare a server connection");
-                c.discard(CloseReason::Error);
-                self.fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
-                    .await;
-                return Next::Stop;
-            }
+        let at = match self.resync_sql(c.conn()) {
+            None => c.handed_out_at(),
+            Some(sql) => match self.prepare(c, &sql).await {
+                Some((prepared, at)) => {
+                    c = prepared;
+                    at
+                }
+                None => return Next::Stop,
+            },
         };
         self.cancel.set(Some(c.conn().cancel.clone()));
         let next = self.hold(c, Some((first, at))).await;
         self.cancel.set(None);
         next
+    }
+
+    /// Make the connection match this client: run `sql`, the `SET`s of
+    /// [`resync_sql`](Self::resync_sql). The connection and when the first query's timing
+    /// starts (after the SETs), or `None` after a failure (the connection closed, the client
+    /// sent a FATAL).
+    async fn prepare(
+        &mut self,
+        mut c: Checkout<ServerManager>,
+        sql: &str,
+    ) -> Option<(Checkout<ServerManager>, tokio::time::Instant)> {
+        if let Err(e) = c.conn().simple_query(sql).await {
+            tracing::warn!(error = %e, "cannot prepare a server connection");
+            c.discard(CloseReason::Error);
+            self.fatal(sqlstate::CONNECTION_FAILURE, "server connection failed")
+                .await;
+            return None;
+        }
+        Some((c, tokio::time::Instant::now()))
     }
 
     /// Check out a server connection, giving up (`None`) if the client closes its socket
@@ -527,11 +560,19 @@ impl Session {
         )
         .await;
         self.account(&mut b);
+        // A clean connection goes back without an async call (no future built).
+        if let Outcome::Released = outcome
+            && !b.dirty
+        {
+            c.release_at(true, b.answered.unwrap_or_else(tokio::time::Instant::now));
+            return Next::Continue;
+        }
         self.settle(c, &b, outcome).await
     }
 
     /// The boundaries of a relay about to start, with the session's query timer and the
     /// live config's slow-query threshold and prepared-statement limit.
+    #[inline]
     pub(super) fn boundaries(&mut self) -> Boundaries {
         let (threshold, limit) = {
             let config = self.ctx.config.load();
@@ -557,6 +598,7 @@ impl Session {
 
     /// Count what a relay served (transactions, prepared statements) and keep its query
     /// timer for the next one.
+    #[inline]
     pub(super) fn account(&mut self, b: &mut Boundaries) {
         self.query_timer = b.take_query_timer();
         self.ctx.counters.add_transactions(b.completed);

@@ -118,6 +118,7 @@ impl ServerConn {
 
     /// More bytes from the server, polled (cancel-safe, no future made); for
     /// [`relay_buffered`](Self::relay_buffered).
+    #[inline]
     pub fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ServerError>> {
         Poll::Ready(match ready!(self.reader.poll_fill(cx, &mut self.stream))? {
             true => Ok(()),
@@ -188,28 +189,11 @@ impl ServerConn {
 
     /// Move a plain TCP connection onto the data plane's loop (TLS stays on tokio).
     pub fn adopt(self, plane: &crate::dataplane::DataPlane) -> std::io::Result<Self> {
-        let Self {
-            stream,
-            reader,
-            params,
-            cancel,
-            created,
-            statements,
-            client_facing,
-        } = self;
-        let stream = match stream {
+        let stream = match self.stream {
             ServerStream::Plain(tcp) => ServerStream::Loop(plane.adopt_tokio(tcp)?),
             other => other,
         };
-        Ok(Self {
-            stream,
-            reader,
-            params,
-            cancel,
-            created,
-            statements,
-            client_facing,
-        })
+        Ok(Self { stream, ..self })
     }
 
     /// The bytes read from the server and not yet consumed.

@@ -45,6 +45,7 @@ impl ServerStream {
 impl crate::protocol::io::TryWrite for ServerStream {
     /// TLS is always written through its stream (`WouldBlock` here): its records are
     /// buffered and flushed there.
+    #[inline]
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             ServerStream::Plain(s) => s.try_write(buf),
@@ -55,6 +56,7 @@ impl crate::protocol::io::TryWrite for ServerStream {
 }
 
 impl AsyncRead for ServerStream {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
