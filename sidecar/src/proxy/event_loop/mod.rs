@@ -219,8 +219,9 @@ impl Loop {
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
-                tracing::error!(error = %e, "the data plane's loop cannot poll; stopping it");
-                return;
+                // As a panic: no transaction-mode client could be served any more.
+                tracing::error!(error = %e, "the data plane's loop cannot poll; exiting");
+                std::process::exit(70);
             }
             let mut woke = false;
             for ev in events.iter() {
