@@ -574,3 +574,82 @@ fn an_answer_wakes_the_waiter() {
     assert!(flag.0.load(Ordering::SeqCst), "woken");
     assert!(matches!(q.poll_answer(a, &waker), Some(Ok(Grant::Slot))));
 }
+
+/// Table: what `ready` (the event loop's checkout without I/O) hands out at once and what it
+/// leaves to `finish`. (case, idle for, age, pre-ping, quiet, unread) → ready now; then
+/// `finish` completes every case left to it with a connection (recycled or pinged), and a
+/// queue place or an empty pool is never ready.
+#[tokio::test(start_paused = true)]
+async fn ready_hands_out_only_connections_that_need_no_io() {
+    type Case = (&'static str, u64, u64, bool, bool, bool, bool);
+    let cases: [Case; 7] = [
+        ("used a moment ago", 0, 10, true, false, false, true),
+        ("quiet after 100 ms", 100, 10, true, true, false, true),
+        (
+            "not quiet at 100 ms: ping",
+            100,
+            10,
+            true,
+            false,
+            false,
+            false,
+        ),
+        ("idle 2 s: a ping", 2_000, 10, true, true, false, false),
+        ("bytes left unread: a ping", 0, 10, true, true, true, false),
+        ("no pre-ping, 2 s", 2_000, 10, false, false, false, true),
+        // Back before pool_recycle (so not closed at its return), older than it now.
+        (
+            "past pool_recycle",
+            200_000,
+            3_700,
+            false,
+            true,
+            false,
+            false,
+        ),
+    ];
+    for (what, idle_ms, age_s, pre_ping, quiet, unread, want) in cases {
+        let mut s = settings(1, 0, 30);
+        s.pre_ping = pre_ping;
+        let (p, m) = pool(s);
+        m.0.quiet.store(quiet, Ordering::SeqCst);
+        // One connection, opened `age_s` ago and back `idle_ms` ago.
+        let c = p.checkout("").await.unwrap();
+        tokio::time::advance(Duration::from_millis(age_s * 1000 - idle_ms)).await;
+        c.release(true);
+        tokio::time::advance(Duration::from_millis(idle_ms)).await;
+        if unread {
+            m.0.unread.lock().unwrap().insert(0);
+        }
+        let pings = m.0.pings.load(Ordering::SeqCst);
+        match p.ready(p.begin()) {
+            Ok(c) => {
+                assert!(want, "{what}: handed out without a check");
+                assert_eq!(m.0.pings.load(Ordering::SeqCst), pings, "{what}: no ping");
+                c.release(true);
+            }
+            Err(begun) => {
+                assert!(!want, "{what}: left to finish");
+                let c = p.finish(begun, "").await.unwrap();
+                c.release(true);
+            }
+        }
+        assert_eq!(stats(&p).0, 0, "{what}: nothing left checked out");
+    }
+    // A place in the queue is never ready; finishing it waits for the holder's release.
+    let (p, _m) = pool(settings(1, 0, 30));
+    let held = p.checkout("").await.unwrap();
+    let begun = match p.ready(p.begin()) {
+        Ok(_) => panic!("a full pool handed out a connection"),
+        Err(b) => b,
+    };
+    assert_eq!(stats(&p).2, 1, "waiting in the queue");
+    held.release(true);
+    let c = p.finish(begun, "").await.unwrap();
+    c.release(true);
+    // Dropping a begun wait leaves the queue.
+    let held = p.checkout("").await.unwrap();
+    drop(p.ready(p.begin()));
+    assert_eq!(stats(&p).2, 0, "the dropped wait left");
+    held.release(true);
+}
