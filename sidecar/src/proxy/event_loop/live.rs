@@ -12,6 +12,7 @@ use mio::Token;
 use tokio::time::Instant;
 
 use super::super::boundaries::Boundaries;
+use super::super::phase::Phase;
 use super::super::pools::ServerManager;
 use super::super::relay::{KEEP_BUFFER_BYTES, Outcome, to_server_frame};
 use super::super::session::{Resume, Session, between_transactions};
@@ -21,8 +22,6 @@ use crate::prepared::ServerAction;
 use crate::protocol::frame::{Frame, FrameError};
 use crate::protocol::sqlstate;
 use crate::server::{ConnectError, ServerError};
-
-use super::super::phase::Phase;
 
 /// Gather this much for the server before writing it.
 const FLUSH_BYTES: usize = 64 * 1024;
