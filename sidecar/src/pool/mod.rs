@@ -258,6 +258,7 @@ impl<M: Manager> Pool<M> {
             start,
             pool_recycle,
             pre_ping,
+            verdict: None,
         }
     }
 
@@ -272,21 +273,39 @@ impl<M: Manager> Pool<M> {
         let Some(e) = guard.entry.as_mut() else {
             return Err(begun);
         };
-        let now = begun.start;
-        let manager = &self.shared.manager;
-        let fresh = now.saturating_duration_since(e.created) < begun.pool_recycle
-            && !needs_round_trip(
-                begun.pre_ping,
-                now.saturating_duration_since(e.returned),
-                manager.unread(&e.conn),
-                || manager.quiet(&mut e.conn),
-            );
-        if !fresh {
+        let verdict = self.verdict(e, begun.start, begun.pool_recycle, begun.pre_ping);
+        if verdict != Verdict::Fresh {
+            // `finish` acts on it without looking at the connection again.
+            begun.verdict = Some(verdict);
             return Err(begun);
         }
         match std::mem::replace(&mut begun.step, Begin::Closed) {
             Begin::Granted(guard) => Ok(guard),
             _ => unreachable!("matched above"),
+        }
+    }
+
+    /// Whether an idle connection handed out at `now` can go as it is, is due for
+    /// recycling, or needs a pre-ping round trip (looked at as [`needs_round_trip`] says:
+    /// its socket only when that depends on it).
+    fn verdict(
+        &self,
+        e: &mut Entry<M::Conn>,
+        now: Instant,
+        pool_recycle: Duration,
+        pre_ping: bool,
+    ) -> Verdict {
+        if now.saturating_duration_since(e.created) >= pool_recycle {
+            return Verdict::Recycle;
+        }
+        let manager = &self.shared.manager;
+        let idle_for = now.saturating_duration_since(e.returned);
+        if needs_round_trip(pre_ping, idle_for, manager.unread(&e.conn), || {
+            manager.quiet(&mut e.conn)
+        }) {
+            Verdict::Ping
+        } else {
+            Verdict::Fresh
         }
     }
 
@@ -302,11 +321,12 @@ impl<M: Manager> Pool<M> {
             start,
             pool_recycle,
             pre_ping,
+            verdict,
         } = begun;
         // From here a slot is ours; the guard gives it back if we fail or are dropped.
-        let mut guard = match step {
+        let (mut guard, verdict) = match step {
             Begin::Closed => return Err(CheckoutError::Closed),
-            Begin::Granted(guard) => guard,
+            Begin::Granted(guard) => (guard, verdict),
             Begin::Wait(waiting) => {
                 let grant = self.wait(waiting).await?;
                 let now = Instant::now();
@@ -314,26 +334,27 @@ impl<M: Manager> Pool<M> {
                     Grant::Conn(e) => Some(e),
                     Grant::Slot => None,
                 };
-                self.granted(entry, now, now.saturating_duration_since(start))
+                let guard = self.granted(entry, now, now.saturating_duration_since(start));
+                (guard, None)
             }
         };
-        let now = guard.at;
         if let Some(mut e) = guard.entry.take() {
-            let idle_for = now.saturating_duration_since(e.returned);
-            let manager = &self.shared.manager;
-            if now.saturating_duration_since(e.created) >= pool_recycle {
-                self.shared.closed(CloseReason::Recycle);
-                self.shared.manager.close(e.conn, CloseReason::Recycle);
-            } else if needs_round_trip(pre_ping, idle_for, manager.unread(&e.conn), || {
-                manager.quiet(&mut e.conn)
-            }) && !manager.ping(&mut e.conn).await
-            {
-                tracing::info!("pre-ping found a dead server connection; replacing it");
-                self.shared.closed(CloseReason::PrePing);
-                self.shared.manager.close(e.conn, CloseReason::PrePing);
-            } else {
-                guard.entry = Some(e);
-                return Ok(guard);
+            let verdict =
+                verdict.unwrap_or_else(|| self.verdict(&mut e, guard.at, pool_recycle, pre_ping));
+            match verdict {
+                Verdict::Recycle => {
+                    self.shared.closed(CloseReason::Recycle);
+                    self.shared.manager.close(e.conn, CloseReason::Recycle);
+                }
+                Verdict::Ping if !self.shared.manager.ping(&mut e.conn).await => {
+                    tracing::info!("pre-ping found a dead server connection; replacing it");
+                    self.shared.closed(CloseReason::PrePing);
+                    self.shared.manager.close(e.conn, CloseReason::PrePing);
+                }
+                Verdict::Ping | Verdict::Fresh => {
+                    guard.entry = Some(e);
+                    return Ok(guard);
+                }
             }
         }
         match self.shared.manager.connect(application_name).await {
@@ -421,6 +442,16 @@ pub struct Begun<M: Manager> {
     start: Instant,
     pool_recycle: Duration,
     pre_ping: bool,
+    /// What [`Pool::ready`] found about the idle connection, if it looked.
+    verdict: Option<Verdict>,
+}
+
+/// What an idle connection needs before it is handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Fresh,
+    Recycle,
+    Ping,
 }
 
 enum Begin<M: Manager> {

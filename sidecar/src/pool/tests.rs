@@ -622,6 +622,7 @@ async fn ready_hands_out_only_connections_that_need_no_io() {
             m.0.unread.lock().unwrap().insert(0);
         }
         let pings = m.0.pings.load(Ordering::SeqCst);
+        let looked = m.0.looked.load(Ordering::SeqCst);
         match p.ready(p.begin()) {
             Ok(c) => {
                 assert!(want, "{what}: handed out without a check");
@@ -634,6 +635,10 @@ async fn ready_hands_out_only_connections_that_need_no_io() {
                 c.release(true);
             }
         }
+        assert!(
+            m.0.looked.load(Ordering::SeqCst) - looked <= 1,
+            "{what}: finish looked at the socket again"
+        );
         assert_eq!(stats(&p).0, 0, "{what}: nothing left checked out");
     }
     // A place in the queue is never ready; finishing it waits for the holder's release.
