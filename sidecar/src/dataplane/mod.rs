@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use mio::{Interest, Token};
 
-pub use socket::LoopSocket;
 pub(crate) use socket::Shared as SocketShared;
+pub use socket::{LoopSocket, Peeked, peek};
 
 /// The token of the loop's waker (sessions handed over, the proxy's phase changed).
 pub const WAKER: Token = Token(usize::MAX);
@@ -68,12 +68,6 @@ impl DataPlane {
             sockets: Mutex::default(),
         };
         Ok((Self(Arc::new(plane)), poll))
-    }
-
-    /// Register a connected socket with the loop (it is made non-blocking).
-    pub fn adopt(&self, stream: std::net::TcpStream) -> io::Result<LoopSocket> {
-        stream.set_nonblocking(true)?;
-        self.adopt_mio(mio::net::TcpStream::from_std(stream))
     }
 
     /// Register a non-blocking socket with the loop.

@@ -37,19 +37,49 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Wake whatever task waits on this socket (an event the loop does not handle itself);
-    /// `read_closed`: the event says the peer closed its end.
-    pub(crate) fn wake(&self, readable: bool, read_closed: bool, writable: bool) {
+    /// Note a readiness event in the flags (see [`LoopSocket::maybe_readable`]):
+    /// `read_closed`, the peer closed its end, is kept for good.
+    fn note(&self, readable: bool, read_closed: bool) {
         if read_closed {
             self.read_closed.store(true, Ordering::Release);
         }
-        if readable || read_closed {
+        if readable {
             self.readable.store(true, Ordering::Release);
+        }
+    }
+
+    /// Wake whatever task waits on this socket (an event the loop does not handle itself).
+    pub(crate) fn wake(&self, readable: bool, read_closed: bool, writable: bool) {
+        self.note(readable, read_closed);
+        if readable || read_closed {
             self.read.wake();
         }
         if writable {
             self.write.wake();
         }
+    }
+}
+
+/// What one non-blocking peek of a socket found (nothing is taken from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peeked {
+    /// Nothing arrived.
+    Nothing,
+    /// Bytes wait to be read.
+    Bytes,
+    /// The peer closed (or the socket failed).
+    Closed,
+}
+
+/// Peek one byte of a socket without waiting: the one look the pre-ping's quiet check, the
+/// loop's watch of a waiting client and tokio's wait on a loop socket share.
+pub fn peek(socket: &impl std::os::fd::AsFd) -> Peeked {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(socket).peek(&mut probe) {
+        Ok(0) => Peeked::Closed,
+        Ok(_) => Peeked::Bytes,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peeked::Nothing,
+        Err(_) => Peeked::Closed,
     }
 }
 
@@ -103,7 +133,7 @@ impl LoopSocket {
         if matches!(&r, Ok(n) if *n == buf.len())
             || matches!(&r, Err(e) if e.kind() == io::ErrorKind::Interrupted)
         {
-            self.mark_readable();
+            self.mark(true, false);
         }
         r
     }
@@ -114,15 +144,10 @@ impl LoopSocket {
         self.0.readable.load(Ordering::Acquire) || self.0.read_closed.load(Ordering::Acquire)
     }
 
-    /// Note that bytes may be waiting (a readable event).
-    pub fn mark_readable(&self) {
-        self.0.readable.store(true, Ordering::Release);
-    }
-
-    /// Note that the peer closed its end (an event with `read_closed`): the socket stays
-    /// readable (to its end of stream) from now on.
-    pub fn mark_read_closed(&self) {
-        self.0.read_closed.store(true, Ordering::Release);
+    /// Note a readiness event: bytes may be waiting (`readable`), or the peer closed its end
+    /// (`read_closed`), after which the socket stays readable, to its end of stream.
+    pub fn mark(&self, readable: bool, read_closed: bool) {
+        self.0.note(readable, read_closed);
     }
 
     /// Write what the socket takes now (never waits).
@@ -132,45 +157,28 @@ impl LoopSocket {
 
     /// Whether nothing has arrived and the peer has not closed (one non-blocking peek).
     pub fn quiet(&self) -> bool {
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        matches!(
-            socket2::SockRef::from(&self.0.stream).peek(&mut probe),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        )
+        peek(&self.0.stream) == Peeked::Nothing
     }
 
     /// Whether the peer closed (`true`) or sent bytes (`false`), polled without taking a
     /// byte.
     pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<bool> {
         self.0.read.register(cx.waker());
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.0.stream).peek(&mut probe) {
-            Ok(0) => Poll::Ready(true),
-            Ok(_) => Poll::Ready(false),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
-            Err(_) => Poll::Ready(true),
+        match peek(&self.0.stream) {
+            Peeked::Nothing => Poll::Pending,
+            found => Poll::Ready(found == Peeked::Closed),
         }
     }
 
-    /// Whether the peer closed (`Some(true)`) or sent bytes (`Some(false)`, which stay to be
-    /// read), by one peek; `None` when nothing arrived.
-    pub fn peek_closed(&self) -> Option<bool> {
+    /// The loop's look at a client waiting for a connection: one peek, whose bytes stay to
+    /// be read (the socket is marked readable for them).
+    pub fn peek_now(&self) -> Peeked {
         self.0.readable.store(false, Ordering::Release);
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.0.stream).peek(&mut probe) {
-            Ok(0) => Some(true),
-            Ok(_) => {
-                self.mark_readable();
-                Some(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(_) => Some(true),
+        let found = peek(&self.0.stream);
+        if found == Peeked::Bytes {
+            self.mark(true, false);
         }
-    }
-
-    /// Shut the socket down both ways (the peer sees the end even while clones live).
-    pub fn shutdown(&self) {
-        let _ = self.0.stream.shutdown(std::net::Shutdown::Both);
+        found
     }
 }
 

@@ -39,7 +39,11 @@ async fn pair(plane: &DataPlane) -> (LoopSocket, tokio::net::TcpStream) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ours = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (peer, _) = l.accept().await.unwrap();
-    (plane.adopt(ours).unwrap(), peer)
+    ours.set_nonblocking(true).unwrap();
+    let ours = plane
+        .adopt_mio(mio::net::TcpStream::from_std(ours))
+        .unwrap();
+    (ours, peer)
 }
 
 /// A tokio task reads and writes a loop socket: the loop's events wake it, both ways, and
@@ -85,7 +89,7 @@ async fn readable_flag_follows_the_loops_reads() {
     assert!(!ours.maybe_readable());
     peer.write_all(b"abcdef").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    ours.mark_readable();
+    ours.mark(true, false);
     assert_eq!(ours.read_now(&mut buf).unwrap(), 4);
     assert!(ours.maybe_readable(), "a full read: more may wait");
     assert_eq!(ours.read_now(&mut buf).unwrap(), 2);
@@ -109,21 +113,21 @@ async fn tokens_are_reused_after_close() {
     assert_eq!(c.token(), token, "the free token is taken again");
 }
 
-/// `peek_closed` tells a client that left from one that sent more, without taking a byte.
+/// `peek_now` tells a client that left from one that sent more, without taking a byte.
 #[tokio::test]
-async fn peek_closed_tells_an_end_from_more_bytes() {
+async fn peek_now_tells_an_end_from_more_bytes() {
     let (plane, _poll) = DataPlane::new().unwrap();
     let (ours, mut peer) = pair(&plane).await;
-    assert_eq!(ours.peek_closed(), None, "nothing yet");
+    assert_eq!(ours.peek_now(), Peeked::Nothing, "nothing yet");
     peer.write_all(b"Q").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(ours.peek_closed(), Some(false));
+    assert_eq!(ours.peek_now(), Peeked::Bytes);
     assert!(ours.maybe_readable(), "the byte is still to be read");
     let mut one = [0u8; 1];
     assert_eq!(ours.read_now(&mut one).unwrap(), 1);
     drop(peer);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(ours.peek_closed(), Some(true));
+    assert_eq!(ours.peek_now(), Peeked::Closed);
 }
 
 /// Bytes and the peer's end in one edge: after the short read that takes the bytes, the
@@ -135,7 +139,7 @@ async fn the_end_of_stream_stays_readable_after_a_short_read() {
     peer.write_all(b"ab").await.unwrap();
     drop(peer);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    ours.mark_read_closed();
+    ours.mark(false, true);
     let mut buf = [0u8; 8];
     assert_eq!(ours.read_now(&mut buf).unwrap(), 2);
     assert!(ours.maybe_readable(), "the end is still to be read");

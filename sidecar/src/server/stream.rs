@@ -34,11 +34,7 @@ impl ServerStream {
             ServerStream::Tls(s) => s.get_ref().0,
             ServerStream::Loop(s) => return s.quiet(),
         };
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        matches!(
-            socket2::SockRef::from(tcp).peek(&mut probe),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        )
+        crate::dataplane::peek(tcp) == crate::dataplane::Peeked::Nothing
     }
 }
 

@@ -16,7 +16,7 @@ use super::super::phase::Phase;
 use super::super::pools::ServerManager;
 use super::super::relay::{KEEP_BUFFER_BYTES, Outcome, to_server_frame};
 use super::super::session::{Resume, Session, between_transactions};
-use crate::dataplane::LoopSocket;
+use crate::dataplane::{LoopSocket, Peeked};
 use crate::pool::{Checkout, CheckoutError};
 use crate::prepared::ServerAction;
 use crate::protocol::frame::{Frame, FrameError};
@@ -135,18 +135,10 @@ impl Live {
 
     /// An event on one of the session's sockets: bytes, or the peer's end of stream.
     pub(super) fn mark_readable(&self, token: Token, readable: bool, read_closed: bool) {
-        let sock = if token == self.client.token() {
-            &self.client
+        if token == self.client.token() {
+            self.client.mark(readable, read_closed);
         } else if let State::Relaying(r) = &self.state {
-            &r.server
-        } else {
-            return;
-        };
-        if readable {
-            sock.mark_readable();
-        }
-        if read_closed {
-            sock.mark_read_closed();
+            r.server.mark(readable, read_closed);
         }
     }
 
@@ -274,14 +266,14 @@ impl Live {
             Poll::Pending => {}
         }
         if watch && self.client.maybe_readable() {
-            match self.client.peek_closed() {
-                Some(true) => {
+            match self.client.peek_now() {
+                Peeked::Closed => {
                     tracing::debug!("client left while waiting for a server connection");
                     return Some(Turn::Close);
                 }
                 // More messages: the client is there; stop watching.
-                Some(false) => watch = false,
-                None => {}
+                Peeked::Bytes => watch = false,
+                Peeked::Nothing => {}
             }
         }
         self.state = State::Checking {

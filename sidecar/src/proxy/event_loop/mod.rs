@@ -185,6 +185,8 @@ struct Loop {
     scratch: Box<[u8]>,
     /// Sessions to drive this turn.
     queue: Vec<usize>,
+    /// Sessions their wakers woke, taken from [`Woken`] (its buffer and this one swap).
+    woken: Vec<(usize, u64)>,
 }
 
 /// Reads of this size at most.
@@ -205,6 +207,7 @@ impl Loop {
             timers: BinaryHeap::new(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             queue: Vec::new(),
+            woken: Vec::new(),
         }
     }
 
@@ -259,7 +262,8 @@ impl Loop {
             // Turns can wake other sessions (a check-in grants a waiting checkout): until
             // none is left.
             loop {
-                for (i, generation) in self.shared.woken.take() {
+                self.shared.woken.take_into(&mut self.woken);
+                for (i, generation) in self.woken.drain(..) {
                     if self.generations.get(i) == Some(&generation) {
                         self.queue.push(i);
                     }
@@ -285,12 +289,7 @@ impl Loop {
                 // A login's future reads and writes until the socket would block: it is
                 // polled again. The flags are kept for the session it becomes.
                 Some(Slot::Login { client, .. }) => {
-                    if readable {
-                        client.mark_readable();
-                    }
-                    if read_closed {
-                        client.mark_read_closed();
-                    }
+                    client.mark(readable, read_closed);
                     self.queue.push(i);
                 }
                 None => {}

@@ -46,12 +46,15 @@ impl Woken {
         }
     }
 
-    /// The sessions woken since the last call.
-    pub(super) fn take(&self) -> Vec<(usize, u64)> {
-        if !self.any.swap(false, Ordering::AcqRel) {
-            return Vec::new();
+    /// Move the sessions woken since the last call into `into` (empty), which gives its
+    /// buffer in exchange: no allocation per turn.
+    pub(super) fn take_into(&self, into: &mut Vec<(usize, u64)>) {
+        if self.any.swap(false, Ordering::AcqRel) {
+            std::mem::swap(
+                &mut *self.list.lock().unwrap_or_else(|p| p.into_inner()),
+                into,
+            );
         }
-        std::mem::take(&mut *self.list.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// A waker for the session in `slot` at `generation`.
