@@ -108,10 +108,17 @@ where
         .await
         .context("step error: the connection after the errors")?;
 
+    // Every worker is logged in before any works: in session mode each then holds a server
+    // connection of its own. Without it, a worker that finished before a slow one logged
+    // in handed its connection on (as a pool should), and the check that concurrent clients
+    // get distinct backends failed on a loaded machine.
+    let all_connected = tokio::sync::Barrier::new(WORKERS as usize);
     let workers = (0..WORKERS).map(|w| {
         let connect = &connect;
+        let all_connected = &all_connected;
         async move {
             let mut c = connect().await?;
+            all_connected.wait().await;
             let mut pids = Vec::new();
             let base = 1000 + 100 * w;
             // The odd workers count their rows first: sqlx numbers its statements in order
