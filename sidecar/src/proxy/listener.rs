@@ -14,9 +14,10 @@ use tokio_util::task::TaskTracker;
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
 use super::event_loop::{EventLoop, Listening};
+use super::login::{self, Keep};
 use super::phase::{Phase, PhaseControl};
 use super::pools::{ObserverFactory, Pools};
-use super::session::{self, Ctx, Keep};
+use super::session::Ctx;
 use super::startup::{self, Refusal, Startup};
 use crate::auth::{AuthFileError, SharedAuthFile};
 use crate::config::{ClientAuth, Config, DataPath, PoolMode};
@@ -227,7 +228,7 @@ impl Proxy {
                                 let keep = Keep::new(permit, sessions.token());
                                 // The session's future is large (every state of a login and
                                 // a relay); boxed, the task the runtime moves about is small.
-                                sessions.spawn(Box::pin(session::serve(sock, ctx.clone(), keep)));
+                                sessions.spawn(Box::pin(login::serve(sock, ctx.clone(), keep)));
                             }
                             Err(_) => {
                                 let timeout = config.load().clients.startup_timeout.get();

@@ -13,6 +13,7 @@ mod client;
 mod counters;
 mod event_loop;
 mod listener;
+mod login;
 mod phase;
 mod pools;
 mod relay;

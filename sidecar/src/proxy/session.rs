@@ -1,4 +1,5 @@
-//! One client's session: start-up, then the transaction-mode or session-mode loop.
+//! One logged-in client's session: the greeting, then the transaction-mode or session-mode
+//! loop (the way in is [`super::login`]).
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -8,20 +9,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::boundaries::{Boundaries, QueryTimer};
 use super::cancel::{CancelHandle, CancelRegistry};
 use super::counters::{ClientGuard, ProxyCounters};
 use super::event_loop::EventLoop;
+use super::login::Keep;
 use super::phase::{Phase, PhaseSource, PhaseWatch};
 use super::pools::{Pools, ServerManager};
 use super::relay::{ClientIo, Outcome, Relaying, relay};
-use super::startup::{self, Login, Refusal, Startup};
+use super::startup::{self, Login, Refusal};
 use crate::auth::SharedAuthFile;
 use crate::config::{Config, PoolMode};
-use crate::dataplane::LoopSocket;
 use crate::pool::{Checkout, CheckoutError, CloseReason};
 use crate::prepared::Tracking;
 use crate::protocol::build::{self, Severity};
@@ -49,115 +48,7 @@ pub struct Ctx {
     pub event_loop: Option<Arc<EventLoop>>,
 }
 
-/// What a session holds for the listener while it lives: its place under
-/// `clients.max_connections` and in the drain's count.
-pub struct Keep {
-    /// The place under `clients.max_connections`.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    /// Counted by the drain.
-    _token: tokio_util::task::task_tracker::TaskTrackerToken,
-}
-
-impl Keep {
-    /// Hold `permit` and `token` for the session's life.
-    pub fn new(
-        permit: tokio::sync::OwnedSemaphorePermit,
-        token: tokio_util::task::task_tracker::TaskTrackerToken,
-    ) -> Self {
-        Self {
-            _permit: permit,
-            _token: token,
-        }
-    }
-}
-
 const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
-
-/// Serve one client connection to its end.
-pub async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>, keep: Keep) {
-    let _ = sock.set_nodelay(true);
-    let config = ctx.config.load_full();
-    let Some((login, rest)) = log_in(&mut sock, &ctx, &config).await else {
-        return;
-    };
-    let (rd, wr) = sock.into_split();
-    let client = ClientIo::new(rd, wr, rest, config.clients.max_message_size as usize);
-    let session = Box::new(Session::new(client, login, ctx, &config, keep));
-    session.run().await;
-}
-
-/// Serve a client the data plane's loop accepted, polled by the loop: its login and
-/// greeting, then the session for the loop (transaction mode), or to its end (session mode,
-/// after a reload changed the mode).
-pub(super) async fn serve_on_loop(
-    mut sock: LoopSocket,
-    ctx: Arc<Ctx>,
-    keep: Keep,
-) -> Option<Box<Session>> {
-    let config = ctx.config.load_full();
-    let (login, rest) = log_in(&mut sock, &ctx, &config).await?;
-    let client = ClientIo::on_loop(sock, rest, config.clients.max_message_size as usize);
-    let mut session = Box::new(Session::new(client, login, ctx, &config, keep));
-    match session.greet().await? {
-        None => Some(session),
-        Some(held) => {
-            session.hold_session(held).await;
-            None
-        }
-    }
-}
-
-/// The start-up, a cancel request's forwarding, or a refusal; the login and the bytes read
-/// past it when the client logged in.
-async fn log_in<S: AsyncRead + AsyncWrite + Unpin>(
-    sock: &mut S,
-    ctx: &Ctx,
-    config: &Config,
-) -> Option<(Login, BytesMut)> {
-    let startup_timeout = config.clients.startup_timeout.get();
-    let started = match tokio::time::timeout(startup_timeout, startup::read_startup(sock)).await {
-        Err(_) => {
-            tracing::debug!("client sent no startup packet in time");
-            return None;
-        }
-        Ok(Err(r)) => return refuse(sock, &r).await,
-        Ok(Ok(s)) => s,
-    };
-    let (params, rest) = match started {
-        Startup::Gone => return None,
-        Startup::Cancel { pid, key } => {
-            startup::forward_cancel(&ctx.cancels, pid, key).await;
-            return None;
-        }
-        Startup::Login { params, rest } => (params, rest),
-    };
-    let login = match startup::login(params, &ctx.pools) {
-        Ok(l) => l,
-        Err(r) => return refuse(sock, &r).await,
-    };
-    let rest = match startup::authenticate(
-        &config.clients,
-        ctx.users.as_deref(),
-        login.user(),
-        sock,
-        rest,
-    )
-    .await
-    {
-        Ok(rest) => rest,
-        Err(r) => return refuse(sock, &r).await,
-    };
-    Some((login, rest))
-}
-
-/// Send the refusal as a FATAL and close; `None`, for [`log_in`].
-async fn refuse<S: AsyncWrite + Unpin, T>(sock: &mut S, r: &Refusal) -> Option<T> {
-    use tokio::io::AsyncWriteExt;
-    tracing::info!(code = r.code, message = %r.message, "refusing a client");
-    let _ = sock.write_all(&startup::fatal(r)).await;
-    let _ = sock.shutdown().await;
-    None
-}
 
 /// A logged-in client: what its task, or the data plane's loop, holds between transactions.
 pub struct Session {
@@ -205,7 +96,13 @@ pub(super) enum Resume {
 }
 
 impl Session {
-    fn new(client: ClientIo, login: Login, ctx: Arc<Ctx>, config: &Config, keep: Keep) -> Self {
+    pub(super) fn new(
+        client: ClientIo,
+        login: Login,
+        ctx: Arc<Ctx>,
+        config: &Config,
+        keep: Keep,
+    ) -> Self {
         Self {
             client,
             cancel: ctx.cancels.register(),
@@ -232,7 +129,7 @@ impl Session {
             .await;
     }
 
-    async fn run(mut self: Box<Self>) {
+    pub(super) async fn run(mut self: Box<Self>) {
         match self.greet().await {
             Some(None) => self.transactions(None).await,
             Some(Some(held)) => self.hold_session(held).await,
@@ -243,7 +140,7 @@ impl Session {
     /// The greeting, after the server parameters are known (and, in session mode, the
     /// session's server connection is checked out: it comes back). `None` when the session
     /// ended (a FATAL was sent, or the client left).
-    async fn greet(&mut self) -> Option<Option<Checkout<ServerManager>>> {
+    pub(super) async fn greet(&mut self) -> Option<Option<Checkout<ServerManager>>> {
         let params = match startup::server_params(&self.login).await {
             Ok(p) => p,
             Err(r) => {
@@ -283,7 +180,7 @@ impl Session {
     }
 
     /// Session mode: relay with the session's connection until the client leaves.
-    async fn hold_session(mut self: Box<Self>, mut c: Checkout<ServerManager>) {
+    pub(super) async fn hold_session(mut self: Box<Self>, mut c: Checkout<ServerManager>) {
         if let Some(sql) = self.resync_sql(c.conn())
             && let Err(e) = c.conn().simple_query(&sql).await
         {

@@ -38,8 +38,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::login::{Keep, serve_on_loop};
 use super::phase::{Phase, PhaseSource, PhaseWatch};
-use super::session::{Ctx, Keep, Session, serve_on_loop};
+use super::session::{Ctx, Session};
 use crate::dataplane::{DataPlane, LoopSocket, WAKER};
 use live::{Live, Turn};
 use wake::Woken;
