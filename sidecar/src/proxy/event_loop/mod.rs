@@ -184,8 +184,10 @@ struct Loop {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Where the loop's reads land before they are appended to a session's buffers.
     scratch: Box<[u8]>,
-    /// Sessions to drive this turn.
+    /// Sessions to drive this turn, in the order their events came.
     queue: Vec<usize>,
+    /// The sessions being driven (swapped with `queue`, so both keep their capacity).
+    batch: Vec<usize>,
     /// Sessions their wakers woke, taken from [`Woken`] (its buffer and this one swap).
     woken: Vec<(usize, u64)>,
 }
@@ -208,6 +210,7 @@ impl Loop {
             timers: BinaryHeap::new(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             queue: Vec::new(),
+            batch: Vec::new(),
             woken: Vec::new(),
         }
     }
@@ -272,9 +275,14 @@ impl Loop {
                 if self.queue.is_empty() {
                     break;
                 }
-                while let Some(i) = self.queue.pop() {
+                // Oldest first: when the thread loses its CPU in the middle of a batch, the
+                // clients that have waited longest were served already.
+                let mut batch = std::mem::take(&mut self.batch);
+                std::mem::swap(&mut self.queue, &mut batch);
+                for i in batch.drain(..) {
                     self.drive(i, phase);
                 }
+                self.batch = batch;
             }
         }
     }
