@@ -81,6 +81,20 @@ def cpu_ticks(pid):
     return int(rest[11]) + int(rest[12])
 
 
+def run_queue_ns(pid):
+    """Nanoseconds the pooler's threads have run and have waited on a run queue for a CPU
+    (/proc/PID/task/TID/schedstat; threads that ended are not counted)."""
+    ran = waited = 0
+    for stat in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            r, w, _slices = Path(stat).read_text().split()
+        except (OSError, ValueError):
+            continue
+        ran += int(r)
+        waited += int(w)
+    return ran, waited
+
+
 def status_kib(pid, key):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -213,9 +227,11 @@ def one_run(args, cell, target, seconds, warmup):
         if warmup:
             pgbench(args, port, cell, warmup)
         cpu0 = cpu_ticks(pooler.pid) if pooler else None
+        sched0 = run_queue_ns(pooler.pid) if pooler else None
         prefix = f"{args.work}/pgb-{cell}-{target}"
         out = pgbench(args, port, cell, seconds, log_prefix=prefix)
         cpu1 = cpu_ticks(pooler.pid) if pooler else None
+        sched1 = run_queue_ns(pooler.pid) if pooler else None
         hwm = status_kib(pooler.pid, "VmHWM") if pooler else None
     finally:
         if pooler:
@@ -235,6 +251,10 @@ def one_run(args, cell, target, seconds, warmup):
     if pooler:
         r["cpu_us_per_tx"] = (cpu1 - cpu0) / CLK_TCK * 1e6 / max(tx, 1)
         r["peak_rss_mib"] = hwm / 1024 if hwm else float("nan")
+        # How long the pooler waited for a CPU against how long it ran: when it waits longer
+        # than it runs, the machine's scheduler, not the pooler's work, bounds tps and p99.
+        r["ran_s"] = (sched1[0] - sched0[0]) / 1e9
+        r["waited_s"] = (sched1[1] - sched0[1]) / 1e9
     return r
 
 
@@ -344,6 +364,12 @@ def report(args, results, memory, started, host, seconds, rounds):
                "p99 added pw vs PgB ms | peak RSS pw MiB | Targets | "
                "round by round: tps; CPU pw/PgB |",
                "|---|---|---|---|---|---|---|---|"]
+    waits = ["", f"The pooler's threads on the CPUs (medians, seconds of each {seconds} s run, "
+             "/proc schedstat): running, and waiting on a run queue for a CPU. A pooler that "
+             "waits longer than it runs is held back by the machine's scheduler, not by its "
+             "own work.", "",
+             "| Workload | Clients | PgBouncer ran / waited s | poolwarden ran / waited s |",
+             "|---|---|---|---|"]
     for cell in cells:
         workload, clients, per_tx = CELLS[cell]
         wl = ("-S" if workload else "TPC-B") + (" -C" if per_tx else "")
@@ -375,7 +401,11 @@ def report(args, results, memory, started, host, seconds, rounds):
             verdict.append(f"| {wl} | {clients} | {fmt(tr, 2)} | {fmt(cr, 2)} | "
                            f"{fmt(wa, 3)} vs {fmt(ba, 3)} | {fmt(wr, 1)} | {', '.join(ok)} | "
                            f"{spread} |")
-    out = lines + verdict
+            ran_waited = {t: f"{fmt(med(rows[t], 'ran_s'))} / {fmt(med(rows[t], 'waited_s'))}"
+                          for t in ("pgbouncer", "poolwarden")}
+            waits.append(f"| {wl} | {clients} | {ran_waited['pgbouncer']} | "
+                         f"{ran_waited['poolwarden']} |")
+    out = lines + verdict + waits
     if memory:
         out += ["", f"Idle clients: {memory[0]['clients']} client connections logged in and "
                 "idle, pool 20/10 (PgBouncer: pool 20 + reserve 10).", "",
@@ -436,6 +466,7 @@ def main():
                 r["round"] = rnd + 1
                 results.append(r)
                 extra = (f" cpu {r['cpu_us_per_tx']:.1f} µs/tx rss {r['peak_rss_mib']:.1f} MiB"
+                         f" ran {r['ran_s']:.1f} s waited {r['waited_s']:.1f} s"
                          if "cpu_us_per_tx" in r else "")
                 print(f"round {rnd + 1} {cell:<13} {target:<10} tps {r['tps']:>9.0f} "
                       f"avg {r['avg_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
