@@ -585,28 +585,12 @@ async fn ready_hands_out_only_connections_that_need_no_io() {
     let cases: [Case; 7] = [
         ("used a moment ago", 0, 10, true, false, false, true),
         ("quiet after 100 ms", 100, 10, true, true, false, true),
-        (
-            "not quiet at 100 ms: ping",
-            100,
-            10,
-            true,
-            false,
-            false,
-            false,
-        ),
+        ("not quiet: a ping", 100, 10, true, false, false, false),
         ("idle 2 s: a ping", 2_000, 10, true, true, false, false),
         ("bytes left unread: a ping", 0, 10, true, true, true, false),
         ("no pre-ping, 2 s", 2_000, 10, false, false, false, true),
         // Back before pool_recycle (so not closed at its return), older than it now.
-        (
-            "past pool_recycle",
-            200_000,
-            3_700,
-            false,
-            true,
-            false,
-            false,
-        ),
+        ("past recycle", 200_000, 3_700, false, true, false, false),
     ];
     for (what, idle_ms, age_s, pre_ping, quiet, unread, want) in cases {
         let mut s = settings(1, 0, 30);
