@@ -76,6 +76,31 @@ pub async fn scrape(http: &reqwest::Client, sidecar: &Sidecar, token: &str) -> S
     Scrape(prometheus_parse::Scrape::parse(lines).expect("parse the metrics"))
 }
 
+/// Scrape until `settled` holds for the scrape (at most 10 s), and answer that scrape. The
+/// pooler returns a connection to the pool just after the transaction's last reply reaches
+/// the client, so a scrape sent the moment a reply arrives may still count it checked out.
+pub async fn scrape_until(
+    http: &reqwest::Client,
+    sidecar: &Sidecar,
+    token: &str,
+    what: &str,
+    settled: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(http, sidecar, token).await;
+        if settled(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not so within 10 s:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `GET /api/pool` as JSON.
 pub async fn get_pool(http: &reqwest::Client, sidecar: &Sidecar, token: &str) -> serde_json::Value {
     let r = http

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use poolwarden_tests::sidecar::{
     Sidecar, TempDir, backends, config_yaml, direct, scalar, through, unique,
 };
-use poolwarden_tests::sidecar_admin::{base, get_pool, put_pool, scrape, wait_ready};
+use poolwarden_tests::sidecar_admin::{base, get_pool, put_pool, scrape, scrape_until, wait_ready};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const VIEWER: &str = "viewer-token-0123456789abcdef";
@@ -194,7 +194,19 @@ async fn metrics_match_pg_stat_activity_and_name_every_series() {
         scalar(&idle, "SELECT 1").await.unwrap();
     }
 
-    let m = scrape(&http, &sidecar, ADMIN).await;
+    let out_is = |n: f64| {
+        move |m: &poolwarden_tests::sidecar_admin::Scrape| {
+            m.value("poolwarden_pool_checked_out_connections", "postgres", &[]) == Some(n)
+        }
+    };
+    let m = scrape_until(
+        &http,
+        &sidecar,
+        ADMIN,
+        "two clients hold a connection",
+        out_is(2.0),
+    )
+    .await;
     let out = m
         .value("poolwarden_pool_checked_out_connections", "postgres", &[])
         .unwrap();
@@ -253,11 +265,7 @@ async fn metrics_match_pg_stat_activity_and_name_every_series() {
     for c in &holders {
         c.batch_execute("COMMIT").await.unwrap();
     }
-    let m = scrape(&http, &sidecar, ADMIN).await;
-    assert_eq!(
-        m.value("poolwarden_pool_checked_out_connections", "postgres", &[]),
-        Some(0.0)
-    );
+    let m = scrape_until(&http, &sidecar, ADMIN, "every connection back", out_is(0.0)).await;
     assert_eq!(
         m.value("poolwarden_pool_checked_in_connections", "postgres", &[]),
         Some(backends(&db, &app).await as f64)
