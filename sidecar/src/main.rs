@@ -117,8 +117,12 @@ fn serve(cfg: config::Config, source: config::ReloadSource) -> ExitCode {
     }
     // One thread (the default) serves every client from one event loop: no wake-ups handed
     // between threads, the least CPU per transaction (BENCHMARKS.md). Password hashing runs on
-    // tokio's blocking threads either way.
-    let mut builder = if cfg.worker_threads <= 1 {
+    // tokio's blocking threads either way. With `data_path: event_loop` in transaction mode,
+    // `worker_threads` is the number of data plane loops, and tokio, which only logs
+    // clients in, waits and resets for them, keeps one thread.
+    let loops =
+        cfg.data_path == config::DataPath::EventLoop && cfg.mode == config::PoolMode::Transaction;
+    let mut builder = if cfg.worker_threads <= 1 || loops {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();

@@ -92,8 +92,16 @@ impl Sidecar {
             let port = free_port();
             let dir = TempDir::new("poolwarden-sidecar");
             let file = dir.path().join("poolwarden.yaml");
-            std::fs::write(&file, yaml(port)).expect("write config");
-            let child = Command::new(sidecar_binary())
+            let text = yaml(port);
+            std::fs::write(&file, &text).expect("write config");
+            let mut command = Command::new(sidecar_binary());
+            // A test that sets worker_threads itself gets them (the environment would win):
+            // POOLWARDEN_WORKER_THREADS sets the loops for the rest, as the event-loop
+            // passes of scripts/test do.
+            if text.contains("\nworker_threads:") {
+                command.env_remove("POOLWARDEN_WORKER_THREADS");
+            }
+            let child = command
                 .arg("--config")
                 .arg(&file)
                 .env("RUST_LOG", "info")

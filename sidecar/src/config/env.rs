@@ -15,6 +15,7 @@ pub const ADMIN_LISTEN: &str = "POOLWARDEN_ADMIN_LISTEN";
 pub const ADMIN_TOKEN: &str = "POOLWARDEN_ADMIN_TOKEN";
 pub const LOG_FORMAT: &str = "POOLWARDEN_LOG_FORMAT";
 pub const DATA_PATH: &str = "POOLWARDEN_DATA_PATH";
+pub const WORKER_THREADS: &str = "POOLWARDEN_WORKER_THREADS";
 
 /// A source of environment variables.
 pub trait Env {

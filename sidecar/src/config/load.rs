@@ -77,6 +77,20 @@ pub fn resolve(mut cfg: Config, env: &dyn Env, flags: &Overrides) -> Result<Conf
             .parse()
             .map_err(|bad| ConfigError::invalid(env::DATA_PATH, bad, DataPath::ACCEPTED))?;
     }
+    if let Some(v) = env.var(env::WORKER_THREADS) {
+        cfg.worker_threads = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    env::WORKER_THREADS,
+                    format!("{v:?}"),
+                    format!("an integer 1..={MAX_WORKER_THREADS}"),
+                )
+            })?;
+    }
     if let Some(token) = env.var(env::ADMIN_TOKEN) {
         cfg.admin.token = Some(Secret::new(token));
     }

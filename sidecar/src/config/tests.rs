@@ -71,6 +71,8 @@ fn precedence_is_flag_over_env_over_file_over_default() {
         ("POOLWARDEN_POOL_SIZE", "25"),
         ("POOLWARDEN_MAX_OVERFLOW", "12"),
         ("POOLWARDEN_MODE", "session"),
+        ("POOLWARDEN_DATA_PATH", "event_loop"),
+        ("POOLWARDEN_WORKER_THREADS", "3"),
     ];
     let flags = Overrides {
         pool_size: Some("40".into()),
@@ -78,6 +80,11 @@ fn precedence_is_flag_over_env_over_file_over_default() {
     };
     let cfg = resolve(file.clone(), &env::from_pairs(&env), &flags).unwrap();
     assert_eq!(cfg.pool.pool_size, 40, "flag wins");
+    assert_eq!(
+        (cfg.data_path, cfg.worker_threads),
+        (DataPath::EventLoop, 3),
+        "env beats default"
+    );
     assert_eq!(cfg.pool.max_overflow, 12, "env beats file");
     assert_eq!(cfg.mode, PoolMode::Session);
     assert_eq!(
@@ -177,6 +184,16 @@ fn errors_name_the_key_the_value_and_what_is_accepted() {
                 ..Default::default()
             },
             "invalid --pool-timeout: \"soon\"",
+        ),
+        (
+            vec![("POOLWARDEN_WORKER_THREADS", "two")],
+            Overrides::default(),
+            "invalid POOLWARDEN_WORKER_THREADS: \"two\" (accepted: an integer 1..=64)",
+        ),
+        (
+            vec![("POOLWARDEN_WORKER_THREADS", "0")],
+            Overrides::default(),
+            "invalid POOLWARDEN_WORKER_THREADS: \"0\" (accepted: an integer 1..=64)",
         ),
         (
             vec![("POOLWARDEN_MODE", "statement")],

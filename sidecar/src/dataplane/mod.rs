@@ -1,7 +1,8 @@
-//! The data plane's sockets: one mio `Poll` whose thread (`proxy::event_loop`) relays
-//! transaction-mode sessions, and the sockets registered with it ([`LoopSocket`]), each
-//! registered once for its whole life (one `epoll_ctl` per login or server connection,
-//! none per transaction). See docs/data-plane.md.
+//! The data plane's sockets: a mio `Poll` whose thread (`proxy::event_loop`, one per loop)
+//! relays transaction-mode sessions, and the sockets registered with it ([`LoopSocket`]). A
+//! client's socket is registered once for its whole life; a server connection's stays with
+//! one loop until a session on another loop checks it out, which moves it
+//! ([`LoopSocket::move_to`], two `epoll_ctl`). See docs/data-plane.md.
 
 mod socket;
 
@@ -26,6 +27,8 @@ struct Sockets {
 
 /// What the loop and the sockets share.
 pub struct Plane {
+    /// Which loop polls it (0, 1, …).
+    index: usize,
     registry: mio::Registry,
     waker: mio::Waker,
     sockets: Mutex<Sockets>,
@@ -36,13 +39,41 @@ impl Plane {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A socket closed: its token is free.
+    /// A socket closed or moved away: its token is free.
     pub(crate) fn forget(&self, token: Token) {
         let mut s = self.sockets();
         if let Some(slot) = s.slots.get_mut(token.0) {
             *slot = None;
             s.free.push(token.0);
         }
+    }
+
+    /// Register `fd` for reads and writes under a free token, and note the socket `make`
+    /// builds for that token as its holder.
+    fn register(
+        self: &Arc<Self>,
+        fd: std::os::fd::RawFd,
+        make: impl FnOnce(Token) -> Weak<SocketShared>,
+    ) -> io::Result<Token> {
+        let mut sockets = self.sockets();
+        let index = match sockets.free.pop() {
+            Some(i) => i,
+            None => {
+                sockets.slots.push(None);
+                sockets.slots.len() - 1
+            }
+        };
+        let token = Token(index);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .registry
+            .register(&mut mio::unix::SourceFd(&fd), token, interest)
+        {
+            sockets.free.push(index);
+            return Err(e);
+        }
+        sockets.slots[index] = Some(make(token));
+        Ok(token)
     }
 }
 
@@ -57,12 +88,13 @@ impl std::fmt::Debug for DataPlane {
 }
 
 impl DataPlane {
-    /// A data plane and the `Poll` its loop waits on.
-    pub fn new() -> io::Result<(Self, mio::Poll)> {
+    /// A data plane (loop number `index`) and the `Poll` its loop waits on.
+    pub fn new(index: usize) -> io::Result<(Self, mio::Poll)> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let plane = Plane {
+            index,
             registry,
             waker,
             sockets: Mutex::default(),
@@ -70,28 +102,23 @@ impl DataPlane {
         Ok((Self(Arc::new(plane)), poll))
     }
 
+    /// Which loop polls it.
+    pub fn index(&self) -> usize {
+        self.0.index
+    }
+
     /// Register a non-blocking socket with the loop.
-    pub fn adopt_mio(&self, mut stream: mio::net::TcpStream) -> io::Result<LoopSocket> {
-        let mut sockets = self.0.sockets();
-        let index = match sockets.free.pop() {
-            Some(i) => i,
-            None => {
-                sockets.slots.push(None);
-                sockets.slots.len() - 1
-            }
-        };
-        let token = Token(index);
-        if let Err(e) =
-            self.0
-                .registry
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            sockets.free.push(index);
-            return Err(e);
-        }
-        let shared = LoopSocket::shared(stream, token, self.0.clone());
-        sockets.slots[index] = Some(Arc::downgrade(&shared));
-        Ok(LoopSocket(shared))
+    pub fn adopt_mio(&self, stream: mio::net::TcpStream) -> io::Result<LoopSocket> {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        let mut shared = None;
+        self.0.register(fd, |token| {
+            let s = LoopSocket::shared(stream, token, self.0.clone());
+            let weak = Arc::downgrade(&s);
+            shared = Some(s);
+            weak
+        })?;
+        Ok(LoopSocket(shared.expect("made at registration")))
     }
 
     /// A tokio socket, taken out of tokio's reactor (which leaves it non-blocking) and

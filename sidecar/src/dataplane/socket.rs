@@ -10,20 +10,21 @@
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 use mio::Token;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Plane;
+use super::{DataPlane, Plane};
 
 /// What a loop socket's holders share.
 pub(crate) struct Shared {
     pub(crate) stream: mio::net::TcpStream,
-    pub(crate) token: Token,
+    /// Its token in the plane it is registered with (changes when it moves).
+    token: AtomicUsize,
     /// Bytes may be waiting: set by the loop at a readable event and after a read that
     /// filled its buffer; cleared before each read (so an edge during the read sets it
     /// again). The loop reads a socket only while it is set.
@@ -33,7 +34,10 @@ pub(crate) struct Shared {
     read_closed: AtomicBool,
     read: AtomicWaker,
     write: AtomicWaker,
-    plane: Arc<Plane>,
+    /// The plane it is registered with (changes when it moves).
+    plane: Mutex<Arc<Plane>>,
+    /// That plane's index, read without the lock (once per transaction).
+    plane_index: AtomicUsize,
 }
 
 impl Shared {
@@ -87,14 +91,18 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // The socket closes with the stream (and leaves the epoll set with it); its token
         // may be given to the next socket.
-        self.plane.forget(self.token);
+        let token = Token(*self.token.get_mut());
+        self.plane
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(token);
     }
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopSocket")
-            .field("token", &self.token.0)
+            .field("token", &self.token.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -112,18 +120,51 @@ impl LoopSocket {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             stream,
-            token,
+            token: AtomicUsize::new(token.0),
             readable: AtomicBool::new(true),
             read_closed: AtomicBool::new(false),
             read: AtomicWaker::new(),
             write: AtomicWaker::new(),
-            plane,
+            plane_index: AtomicUsize::new(plane.index),
+            plane: Mutex::new(plane),
         })
     }
 
-    /// Its token in the loop.
+    /// Its token in the loop it is registered with. Only that loop's thread moves a socket,
+    /// while a session there holds it: the token that thread reads is current.
     pub fn token(&self) -> Token {
-        self.0.token
+        Token(self.0.token.load(Ordering::Acquire))
+    }
+
+    /// Which loop it is registered with.
+    pub fn plane_index(&self) -> usize {
+        self.0.plane_index.load(Ordering::Acquire)
+    }
+
+    /// Register the socket with `to`'s loop instead of the one it is with (nothing to do if
+    /// it is there already): out of the old loop's epoll set and token table, into the new
+    /// one's. Called by the loop a session holding the socket runs on, so no other loop's
+    /// session uses it meanwhile; the old loop may still pass on an event it read before
+    /// the move, which at worst wakes a task for nothing. Readiness is not lost: an
+    /// `epoll_ctl` ADD reports what is ready already, and the loop tries the socket once
+    /// after the move. On an error the socket is in no loop and must be closed.
+    pub fn move_to(&self, to: &DataPlane) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut plane = self.0.plane.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&plane, &to.0) {
+            return Ok(());
+        }
+        let fd = self.0.stream.as_raw_fd();
+        let old = self.token();
+        plane.registry.deregister(&mut mio::unix::SourceFd(&fd))?;
+        plane.forget(old);
+        let weak = Arc::downgrade(&self.0);
+        let token = to.0.register(fd, |_| weak)?;
+        self.0.token.store(token.0, Ordering::Release);
+        self.0.plane_index.store(to.0.index, Ordering::Release);
+        *plane = to.0.clone();
+        self.mark(true, false);
+        Ok(())
     }
 
     /// Read what the socket has now (the loop's read; never waits).

@@ -50,7 +50,7 @@ async fn pair(plane: &DataPlane) -> (LoopSocket, tokio::net::TcpStream) {
 /// a message larger than the socket buffers (which needs many wake-ups) arrives whole.
 #[tokio::test]
 async fn tokio_tasks_use_a_loop_socket_through_the_loops_events() {
-    let (plane, poll) = DataPlane::new().unwrap();
+    let (plane, poll) = DataPlane::new(0).unwrap();
     let stop = wake_only_loop(plane.clone(), poll);
     let (mut ours, mut peer) = pair(&plane).await;
     let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
@@ -80,7 +80,7 @@ async fn tokio_tasks_use_a_loop_socket_through_the_loops_events() {
 /// leaves it set (more may wait).
 #[tokio::test]
 async fn readable_flag_follows_the_loops_reads() {
-    let (plane, _poll) = DataPlane::new().unwrap();
+    let (plane, _poll) = DataPlane::new(0).unwrap();
     let (ours, mut peer) = pair(&plane).await;
     let mut buf = [0u8; 4];
     assert!(ours.maybe_readable(), "a new socket is looked at once");
@@ -101,7 +101,7 @@ async fn readable_flag_follows_the_loops_reads() {
 /// closes; the loop finds no socket under a closed one's token.
 #[tokio::test]
 async fn tokens_are_reused_after_close() {
-    let (plane, _poll) = DataPlane::new().unwrap();
+    let (plane, _poll) = DataPlane::new(0).unwrap();
     let (a, _pa) = pair(&plane).await;
     let (b, _pb) = pair(&plane).await;
     assert_ne!(a.token(), b.token());
@@ -116,7 +116,7 @@ async fn tokens_are_reused_after_close() {
 /// `peek_now` tells a client that left from one that sent more, without taking a byte.
 #[tokio::test]
 async fn peek_now_tells_an_end_from_more_bytes() {
-    let (plane, _poll) = DataPlane::new().unwrap();
+    let (plane, _poll) = DataPlane::new(0).unwrap();
     let (ours, mut peer) = pair(&plane).await;
     assert_eq!(ours.peek_now(), Peeked::Nothing, "nothing yet");
     peer.write_all(b"Q").await.unwrap();
@@ -134,7 +134,7 @@ async fn peek_now_tells_an_end_from_more_bytes() {
 /// socket stays readable (the end of stream is still to be read) once the loop saw the end.
 #[tokio::test]
 async fn the_end_of_stream_stays_readable_after_a_short_read() {
-    let (plane, _poll) = DataPlane::new().unwrap();
+    let (plane, _poll) = DataPlane::new(0).unwrap();
     let (ours, mut peer) = pair(&plane).await;
     peer.write_all(b"ab").await.unwrap();
     drop(peer);
@@ -144,4 +144,73 @@ async fn the_end_of_stream_stays_readable_after_a_short_read() {
     assert_eq!(ours.read_now(&mut buf).unwrap(), 2);
     assert!(ours.maybe_readable(), "the end is still to be read");
     assert_eq!(ours.read_now(&mut buf).unwrap(), 0);
+}
+
+/// Poll `poll` (at most 5 s) until an event for `token` comes: whether it said readable.
+fn event_for(poll: &mut mio::Poll, token: mio::Token) -> Option<bool> {
+    let mut events = mio::Events::with_capacity(16);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        poll.poll(&mut events, Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        if let Some(ev) = events.iter().find(|ev| ev.token() == token) {
+            return Some(ev.is_readable());
+        }
+    }
+    None
+}
+
+/// A socket moved to another loop's plane: out of the first plane's table and epoll set,
+/// under a token of the second, whose `Poll` reports what was ready already (bytes that
+/// arrived before the move are not lost) and the edges after it; the first sees no more.
+#[tokio::test]
+async fn a_socket_moves_to_another_loop_with_its_readiness() {
+    let (a, mut poll_a) = DataPlane::new(0).unwrap();
+    let (b, mut poll_b) = DataPlane::new(1).unwrap();
+    let (ours, mut peer) = pair(&a).await;
+    let old = ours.token();
+    assert_eq!(ours.plane_index(), 0);
+    // Take the first writable edge, so that only new events count below.
+    let _ = event_for(&mut poll_a, old);
+    peer.write_all(b"before").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    ours.move_to(&b).unwrap();
+    assert_eq!(ours.plane_index(), 1);
+    assert!(a.socket(old).is_none(), "gone from the first plane's table");
+    assert!(
+        b.socket(ours.token()).is_some(),
+        "in the second plane's table"
+    );
+    assert!(ours.maybe_readable(), "tried once after the move");
+    assert_eq!(
+        event_for(&mut poll_b, ours.token()),
+        Some(true),
+        "the bytes that came before the move are reported by the new loop"
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(ours.read_now(&mut buf).unwrap(), 6);
+    assert_eq!(&buf[..6], b"before");
+    peer.write_all(b"after").await.unwrap();
+    assert_eq!(
+        event_for(&mut poll_b, ours.token()),
+        Some(true),
+        "new edges too"
+    );
+    let mut events = mio::Events::with_capacity(16);
+    poll_a
+        .poll(&mut events, Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    assert!(events.is_empty(), "the first loop hears nothing more");
+    ours.move_to(&b).unwrap();
+    assert_eq!(
+        ours.plane_index(),
+        1,
+        "a move to its own plane changes nothing"
+    );
+    let token = ours.token();
+    drop(ours);
+    assert!(
+        b.socket(token).is_none(),
+        "closed: its token in the second plane is free"
+    );
 }

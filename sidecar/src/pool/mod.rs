@@ -62,6 +62,11 @@ pub trait Manager: Send + Sync + 'static {
     fn unread(&self, _conn: &Self::Conn) -> bool {
         false
     }
+    /// The data plane loop a connection's socket is registered with, if any (a checkout
+    /// from that loop prefers it: [`Pool::begin_near`]).
+    fn home(&self, _conn: &Self::Conn) -> Option<usize> {
+        None
+    }
     /// Close a connection (may spawn the goodbye).
     fn close(&self, conn: Self::Conn, reason: CloseReason);
 }
@@ -226,12 +231,26 @@ impl<M: Manager> Pool<M> {
     /// connection, a slot to open one in, or a place in the queue. [`Pool::ready`] takes an
     /// idle connection that needs no check; [`Pool::finish`] does the rest.
     pub fn begin(&self) -> Begun<M> {
+        self.begin_preferring(None)
+    }
+
+    /// [`begin`](Pool::begin) from the data plane loop `home`: of the idle connections, one
+    /// registered with that loop ([`Manager::home`]) goes first, so that it need not move.
+    pub fn begin_near(&self, home: usize) -> Begun<M> {
+        self.begin_preferring(Some(home))
+    }
+
+    fn begin_preferring(&self, home: Option<usize>) -> Begun<M> {
         let start = Instant::now();
         // One lock: the step and the settings it is taken under. The clock is read again only
         // after a wait: `start` serves for the wait and the connection's idle time and age.
         let (step, pool_recycle, pre_ping) = {
             let mut state = self.shared.lock();
-            let step = state.begin_checkout(start);
+            let manager = &self.shared.manager;
+            let step = match home {
+                None => state.begin_checkout(start),
+                Some(h) => state.begin_checkout_preferring(start, |c| manager.home(c) == Some(h)),
+            };
             let s = state.settings();
             (step, s.pool_recycle, s.pre_ping)
         };

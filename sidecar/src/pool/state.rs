@@ -198,13 +198,37 @@ impl<C> State<C> {
     /// under the limit and nobody is queued, else a place at the back of the queue (waiters
     /// are served FIFO) whose pool_timeout, counted from `now`, [`expire`](Self::expire) ends.
     pub fn begin_checkout(&mut self, now: Instant) -> Step<C> {
+        self.begin(now, None::<fn(&C) -> bool>)
+    }
+
+    /// [`begin_checkout`](Self::begin_checkout), taking the idle connection it would take
+    /// among those `preferred` says yes to, if there is one (a connection already
+    /// registered with the caller's loop), else the one it would take anyway. The queue is
+    /// the same FIFO for every caller.
+    pub fn begin_checkout_preferring(
+        &mut self,
+        now: Instant,
+        preferred: impl Fn(&C) -> bool,
+    ) -> Step<C> {
+        self.begin(now, Some(preferred))
+    }
+
+    fn begin(&mut self, now: Instant, preferred: Option<impl Fn(&C) -> bool>) -> Step<C> {
         if self.closed {
             return Step::Closed;
         }
-        let idle = if self.settings.round_robin {
-            self.idle.pop_front()
-        } else {
-            self.idle.pop_back()
+        let rr = self.settings.round_robin;
+        let at = preferred.and_then(|p| {
+            if rr {
+                self.idle.iter().position(|e| p(&e.conn))
+            } else {
+                self.idle.iter().rposition(|e| p(&e.conn))
+            }
+        });
+        let idle = match at {
+            Some(i) => self.idle.remove(i),
+            None if rr => self.idle.pop_front(),
+            None => self.idle.pop_back(),
         };
         if let Some(e) = idle {
             self.out += 1;

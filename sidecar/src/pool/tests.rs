@@ -412,6 +412,52 @@ fn idle_connections_are_reused_lifo_and_shrunk_oldest_first() {
     assert_eq!(took(&mut s), 1);
 }
 
+/// Table: idle connections (returned in this order; even ones registered with loop 0, odd
+/// ones with loop 1), the order setting and the checking-out loop → the connection taken:
+/// the one the order picks among the loop's own, else the one it picks among all.
+#[test]
+fn a_loop_takes_its_own_idle_connection_first() {
+    /// (idle, in return order; round_robin; the loop checking out; the connection taken)
+    type Case = (&'static [u64], bool, u64, u64);
+    let cases: [Case; 6] = [
+        (&[0, 1, 2, 3], false, 0, 2),
+        (&[0, 1, 2, 3], false, 1, 3),
+        (&[0, 1, 2, 3], true, 0, 0),
+        (&[0, 1, 2, 3], true, 1, 1),
+        (&[0, 2, 4], false, 1, 4),
+        (&[0, 2, 4], true, 1, 0),
+    ];
+    let now = Instant::now();
+    for (i, (idle, round_robin, home, want)) in cases.into_iter().enumerate() {
+        let mut s: State<u64> = State::new(PoolSettings {
+            round_robin,
+            ..settings(8, 0, 30)
+        });
+        for _ in idle {
+            assert!(matches!(s.begin_checkout(now), Step::Open));
+        }
+        for conn in idle {
+            assert!(s.check_in(Entry::new(*conn, now), true, now).is_empty());
+        }
+        let took = match s.begin_checkout_preferring(now, |c| c % 2 == home) {
+            Step::Idle(e) => e.conn,
+            _ => panic!("case {i}: an idle connection"),
+        };
+        assert_eq!(took, want, "case {i}");
+        assert_eq!(s.stats().checked_in, idle.len() - 1, "case {i}: one taken");
+    }
+    // No idle connection: the same open and queue as for anyone.
+    let mut s: State<u64> = State::new(settings(1, 0, 30));
+    assert!(matches!(
+        s.begin_checkout_preferring(now, |_| true),
+        Step::Open
+    ));
+    assert!(matches!(
+        s.begin_checkout_preferring(now, |_| true),
+        Step::Wait { .. }
+    ));
+}
+
 /// Table: waiters' pool_timeouts (seconds, in arrival order) and the moment the queue's timer
 /// looks → the waiters timed out (by arrival) and when to look next.
 #[test]

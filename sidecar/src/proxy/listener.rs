@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cancel::CancelRegistry;
 use super::counters::ProxyCounters;
-use super::event_loop::{EventLoop, Listening};
+use super::event_loop::{Listening, Loops};
 use super::login::{self, Keep};
 use super::phase::{Phase, PhaseControl};
 use super::pools::{ObserverFactory, Pools};
@@ -60,21 +60,27 @@ pub struct Proxy {
     phase: PhaseControl,
     counters: Arc<ProxyCounters>,
     users: Option<Arc<SharedAuthFile>>,
-    /// The data plane and the `Poll` its loop will wait on (`data_path: event_loop`).
-    plane: Option<(DataPlane, mio::Poll)>,
+    /// The data planes and the `Poll`s their loops will wait on (`data_path: event_loop`).
+    planes: Option<Vec<(DataPlane, mio::Poll)>>,
 }
 
-/// The data plane a config asks for: transaction mode with `data_path: event_loop`.
-fn data_plane(config: &Config) -> Result<Option<(DataPlane, mio::Poll)>, RunError> {
+/// The data planes a config asks for: transaction mode with `data_path: event_loop`, one
+/// per `worker_threads`.
+fn data_planes(config: &Config) -> Result<Option<Vec<(DataPlane, mio::Poll)>>, RunError> {
     if config.data_path != DataPath::EventLoop || config.mode != PoolMode::Transaction {
         return Ok(None);
     }
-    DataPlane::new().map(Some).map_err(RunError::DataPlane)
+    (0..config.worker_threads.max(1) as usize)
+        .map(DataPlane::new)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map(Some)
+        .map_err(RunError::DataPlane)
 }
 
-/// The data plane's handle, for the pools.
-fn handle(plane: &Option<(DataPlane, mio::Poll)>) -> Option<DataPlane> {
-    plane.as_ref().map(|(p, _)| p.clone())
+/// The plane new server connections are registered with (loop 0's; a checkout on another
+/// loop moves its connection there).
+fn handle(planes: &Option<Vec<(DataPlane, mio::Poll)>>) -> Option<DataPlane> {
+    planes.as_ref().map(|p| p[0].0.clone())
 }
 
 impl Proxy {
@@ -88,9 +94,9 @@ impl Proxy {
         config: Config,
         observer: Option<ObserverFactory>,
     ) -> Result<Self, RunError> {
-        let plane = data_plane(&config)?;
-        let pools = Arc::new(Pools::new(&config, observer, handle(&plane))?);
-        Self::bind_pools(config, pools, plane).await
+        let planes = data_planes(&config)?;
+        let pools = Arc::new(Pools::new(&config, observer, handle(&planes))?);
+        Self::bind_pools(config, pools, planes).await
     }
 
     /// As [`Proxy::bind`], with pools that report to `metrics` (see [`Pools::with_metrics`]).
@@ -98,15 +104,15 @@ impl Proxy {
         config: Config,
         metrics: crate::metrics::Metrics,
     ) -> Result<Self, RunError> {
-        let plane = data_plane(&config)?;
-        let pools = Arc::new(Pools::with_metrics(&config, metrics, handle(&plane))?);
-        Self::bind_pools(config, pools, plane).await
+        let planes = data_planes(&config)?;
+        let pools = Arc::new(Pools::with_metrics(&config, metrics, handle(&planes))?);
+        Self::bind_pools(config, pools, planes).await
     }
 
     async fn bind_pools(
         config: Config,
         pools: Arc<Pools>,
-        plane: Option<(DataPlane, mio::Poll)>,
+        planes: Option<Vec<(DataPlane, mio::Poll)>>,
     ) -> Result<Self, RunError> {
         let users = match (&config.clients.auth, &config.clients.auth_file) {
             (ClientAuth::Trust, _) | (_, None) => None,
@@ -126,7 +132,7 @@ impl Proxy {
             phase: PhaseControl::new(),
             counters: Arc::default(),
             users,
-            plane,
+            planes,
         })
     }
 
@@ -165,12 +171,12 @@ impl Proxy {
             phase,
             counters,
             users,
-            plane,
+            planes,
         } = self;
-        let event_loop = match plane {
-            Some((plane, poll)) => {
-                Some(EventLoop::start(plane, poll, phase.source()).map_err(RunError::DataPlane)?)
-            }
+        let event_loop = match planes {
+            Some(planes) => Some(Arc::new(
+                Loops::start(planes, phase.source()).map_err(RunError::DataPlane)?,
+            )),
             None => None,
         };
         let max_clients = config.load().clients.max_connections as usize;
@@ -196,7 +202,7 @@ impl Proxy {
             let _ = stop_tx.send(());
         });
         let listener = match &event_loop {
-            // The loop accepts, and logs clients in, itself.
+            // The loops accept, and log clients in, themselves.
             Some(l) => {
                 l.listen(Listening {
                     listener: listener.into_std().map_err(RunError::DataPlane)?,

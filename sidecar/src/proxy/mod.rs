@@ -24,7 +24,7 @@ mod wakes;
 pub use boundaries::{Boundaries, QueryTimer};
 pub use cancel::CancelRegistry;
 pub use counters::ProxyCounters;
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, Loops};
 pub use listener::{Proxy, RunError, termination_signal as listener_signal};
 pub use phase::Phase;
 pub use pools::{DbPool, ObserverFactory, Pools, ServerManager, pool_settings};

@@ -103,6 +103,10 @@ impl Manager for ServerManager {
         conn.has_buffered()
     }
 
+    fn home(&self, conn: &Box<ServerConn>) -> Option<usize> {
+        conn.loop_socket().map(|s| s.plane_index())
+    }
+
     fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(database = %self.connector.database().name, reason = reason.as_str(), "closing a server connection");
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use super::boundaries::{Boundaries, QueryTimer};
 use super::cancel::{CancelHandle, CancelRegistry};
 use super::counters::{ClientGuard, ProxyCounters};
-use super::event_loop::EventLoop;
+use super::event_loop::Loops;
 use super::login::Keep;
 use super::phase::{Phase, PhaseSource, PhaseWatch};
 use super::pools::{Pools, ServerManager};
@@ -43,9 +43,9 @@ pub struct Ctx {
     pub counters: Arc<ProxyCounters>,
     /// The client users file (scram-sha-256 / md5), if configured.
     pub users: Option<Arc<SharedAuthFile>>,
-    /// The data plane's loop (`data_path: event_loop`), which relays transaction-mode
+    /// The data plane's loops (`data_path: event_loop`), which relay transaction-mode
     /// sessions between transactions' checkouts and releases.
-    pub event_loop: Option<Arc<EventLoop>>,
+    pub event_loop: Option<Arc<Loops>>,
 }
 
 const SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
@@ -203,10 +203,11 @@ impl Session {
             let next = match resume.take() {
                 Some(r) => self.resume(r).await,
                 None => 'transaction: {
-                    if let Some(l) = &self.ctx.event_loop
-                        && self.client.loop_socket().is_some()
+                    if let Some(loops) = &self.ctx.event_loop
+                        && let Some(client) = self.client.loop_socket()
                     {
-                        return l.clone().enter(self);
+                        let home = loops.home(client).clone();
+                        return home.enter(self);
                     }
                     // The common path, awaited here and not in a helper: the relay's future
                     // is polled at every socket event, through every future that awaits it.

@@ -16,7 +16,7 @@ use super::super::phase::Phase;
 use super::super::pools::ServerManager;
 use super::super::relay::{KEEP_BUFFER_BYTES, Outcome, to_server_frame};
 use super::super::session::{Resume, Session, between_transactions};
-use crate::dataplane::{LoopSocket, Peeked};
+use crate::dataplane::{DataPlane, LoopSocket, Peeked};
 use crate::pool::{Checkout, CheckoutError};
 use crate::prepared::ServerAction;
 use crate::protocol::frame::{Frame, FrameError};
@@ -94,11 +94,14 @@ pub(super) struct Live {
     /// The armed deadline popped: look at the idle time at the next turn.
     timer_due: bool,
     waker: Waker,
+    /// The loop's plane: a server connection registered with another loop moves here.
+    plane: DataPlane,
 }
 
 impl Live {
-    /// A session handed over between transactions; `waker` queues it for a turn.
-    pub(super) fn new(s: Box<Session>, waker: Waker) -> Self {
+    /// A session handed over between transactions; `waker` queues it for a turn on the
+    /// loop of `plane`.
+    pub(super) fn new(s: Box<Session>, waker: Waker, plane: DataPlane) -> Self {
         let client = s
             .client
             .loop_socket()
@@ -116,6 +119,7 @@ impl Live {
             timer_armed: false,
             timer_due: false,
             waker,
+            plane,
         }
     }
 
@@ -229,7 +233,7 @@ impl Live {
             return Some(leave(Resume::Fatal { code, message }));
         }
         let pool = &self.s.login.db.pool;
-        match pool.ready(pool.begin()) {
+        match pool.ready(pool.begin_near(self.plane.index())) {
             Ok(c) => self.start_relay(first, c),
             Err(begun) => {
                 let pool = pool.clone();
@@ -296,6 +300,20 @@ impl Live {
                 }));
             }
         };
+        // Registered with another loop (it was idle there, or opened for it): it moves here.
+        // Nothing was sent on it for this transaction yet, so a failure sends nothing either.
+        if server.plane_index() != self.plane.index()
+            && let Err(e) = server.move_to(&self.plane)
+        {
+            tracing::warn!(error = %e, "cannot move a server connection to this loop; closing it");
+            c.discard(crate::pool::CloseReason::Error);
+            return Some(leave(Resume::Checkout {
+                first,
+                result: Err(CheckoutError::Connect(ConnectError::Server(
+                    ServerError::Io(e),
+                ))),
+            }));
+        }
         self.s.cancel.set(Some(c.conn().cancel.clone()));
         let mut b = self.s.boundaries();
         b.client_sent_at(&first, Some(c.handed_out_at()));

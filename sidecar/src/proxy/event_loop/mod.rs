@@ -1,7 +1,12 @@
-//! The data plane's loop (`data_path: event_loop`): one thread, one mio `Poll`, relaying
-//! every transaction-mode session that is between a checkout and its release, and taking
-//! the next transaction's first message, without a tokio task's wake-up and poll per
-//! socket event. See docs/data-plane.md.
+//! The data plane's loops (`data_path: event_loop`): `worker_threads` threads, each with
+//! its own mio `Poll`, relaying the transaction-mode sessions it holds between a checkout
+//! and its release, and taking the next transaction's first message, without a tokio task's
+//! wake-up and poll per socket event. See docs/data-plane.md.
+//!
+//! Loop 0 accepts and hands the clients round the loops; a client stays with its loop for
+//! its whole life. The pool is one pool across the loops: a checkout prefers an idle
+//! connection already registered with its loop, and a connection registered with another
+//! loop moves to the checking-out one ([`LoopSocket::move_to`]).
 //!
 //! ```text
 //!  loop: accept ─▶ login, greeting (a future the loop polls) ─▶ first message ─▶ Pool::begin
@@ -79,13 +84,23 @@ enum Slot {
     Live(Live),
 }
 
-/// The loop's handle: hands sessions over, stops it.
+/// What another thread hands a loop.
+enum Arrival {
+    /// A session, between transactions (boxed: it moves between the loop and tokio tasks
+    /// as one pointer).
+    Session(Box<Session>),
+    /// A client loop 0 accepted for this loop, registered with its plane, to log in.
+    Login {
+        login: LoginFuture,
+        client: LoopSocket,
+    },
+}
+
+/// A loop's handle: hands sessions over, stops it.
 pub struct EventLoop {
     plane: DataPlane,
     listening: Mutex<Option<Listening>>,
-    // Boxed: a session moves between the loop and tokio tasks as one pointer.
-    #[allow(clippy::vec_box)]
-    inbox: Mutex<Vec<Box<Session>>>,
+    inbox: Mutex<Vec<Arrival>>,
     woken: Arc<Woken>,
     stop: AtomicBool,
 }
@@ -96,61 +111,98 @@ impl std::fmt::Debug for EventLoop {
     }
 }
 
-impl EventLoop {
-    /// Start the loop's thread on `plane`'s `poll`. Called inside the tokio runtime, which
-    /// the thread enters (tokio's timers and sockets that the loop's futures use, spawns).
-    pub fn start(
-        plane: DataPlane,
-        poll: mio::Poll,
-        phase: PhaseSource,
-    ) -> std::io::Result<Arc<Self>> {
+/// The data plane's loops, by index: a session goes back to the loop its client's socket
+/// is registered with.
+pub struct Loops(Vec<Arc<EventLoop>>);
+
+impl std::fmt::Debug for Loops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Loops({})", self.0.len())
+    }
+}
+
+impl Loops {
+    /// Start a loop's thread on each plane and its `poll` (at least one). Called inside the
+    /// tokio runtime, which the threads enter (tokio's timers and sockets that the loops'
+    /// futures use, spawns).
+    pub fn start(planes: Vec<(DataPlane, mio::Poll)>, phase: PhaseSource) -> std::io::Result<Self> {
         let rt = Handle::current();
-        let l = Arc::new(Self {
-            woken: Arc::new(Woken::new(plane.clone())),
-            plane,
-            listening: Mutex::default(),
-            inbox: Mutex::default(),
-            stop: AtomicBool::new(false),
-        });
-        let shared = l.clone();
-        std::thread::Builder::new()
-            .name("poolwarden-loop".into())
-            .spawn(move || {
-                let _rt = rt.enter();
-                wake::on_loop_thread();
-                let watch = phase.watch();
-                let run = std::panic::AssertUnwindSafe(|| {
-                    Loop::new(shared, poll, watch, rt.clone()).run();
-                });
-                if std::panic::catch_unwind(run).is_err() {
-                    // Every transaction-mode client is on this thread: a sidecar without it
-                    // would look alive and serve no one. Exit, so the pod restarts.
-                    tracing::error!("the data plane's loop panicked; exiting");
-                    std::process::exit(70);
-                }
-            })?;
-        Ok(l)
+        let (planes, polls): (Vec<_>, Vec<_>) = planes.into_iter().unzip();
+        let loops: Vec<Arc<EventLoop>> = planes
+            .into_iter()
+            .map(|plane| {
+                Arc::new(EventLoop {
+                    woken: Arc::new(Woken::new(plane.clone())),
+                    plane,
+                    listening: Mutex::default(),
+                    inbox: Mutex::default(),
+                    stop: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        for (i, poll) in polls.into_iter().enumerate() {
+            let peers = loops.clone();
+            let rt = rt.clone();
+            let watch = phase.watch();
+            std::thread::Builder::new()
+                .name(format!("poolwarden-loop-{i}"))
+                .spawn(move || {
+                    let _rt = rt.enter();
+                    wake::on_loop_thread(i);
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        Loop::new(peers, i, poll, watch, rt.clone()).run();
+                    });
+                    if std::panic::catch_unwind(run).is_err() {
+                        // Transaction-mode clients are on this thread: a sidecar without it
+                        // would look alive and serve some of them no more. Exit, so the pod
+                        // restarts.
+                        tracing::error!("a data plane loop panicked; exiting");
+                        std::process::exit(70);
+                    }
+                })?;
+        }
+        Ok(Self(loops))
     }
 
-    /// The data plane the loop polls.
-    pub fn plane(&self) -> &DataPlane {
-        &self.plane
+    /// The loop `client` (a session's socket) is registered with.
+    pub fn home(&self, client: &LoopSocket) -> &Arc<EventLoop> {
+        &self.0[client.plane_index()]
     }
 
+    /// Accept clients from now on (until the proxy drains): loop 0 accepts and hands them
+    /// round the loops.
+    pub fn listen(&self, l: Listening) {
+        self.0[0].listen(l);
+    }
+
+    /// Stop every loop (the sessions still in them are dropped: their clients' sockets
+    /// close).
+    pub fn stop(&self) {
+        for l in &self.0 {
+            l.stop();
+        }
+    }
+}
+
+impl EventLoop {
     /// Hand a session over, between transactions.
-    pub fn enter(self: Arc<Self>, s: Box<Session>) {
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    pub fn enter(&self, s: Box<Session>) {
+        self.arrive(Arrival::Session(s));
+    }
+
+    fn arrive(&self, a: Arrival) {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(a);
         self.plane.wake();
     }
 
     /// Accept clients on the loop from now on (until the proxy drains).
-    pub fn listen(&self, l: Listening) {
+    fn listen(&self, l: Listening) {
         *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
         self.plane.wake();
     }
 
-    /// Stop the loop (the sessions still in it are dropped: their clients' sockets close).
-    pub fn stop(&self) {
+    /// Stop the loop.
+    fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.plane.wake();
     }
@@ -171,6 +223,11 @@ enum Route {
 /// idle-in-transaction timers.
 struct Loop {
     shared: Arc<EventLoop>,
+    /// Every loop, this one at `index`: where accepted clients go.
+    peers: Vec<Arc<EventLoop>>,
+    index: usize,
+    /// The loop the next accepted client goes to.
+    next_peer: usize,
     poll: mio::Poll,
     rt: Handle,
     phase: PhaseWatch,
@@ -196,9 +253,18 @@ struct Loop {
 const SCRATCH_BYTES: usize = 64 * 1024;
 
 impl Loop {
-    fn new(shared: Arc<EventLoop>, poll: mio::Poll, phase: PhaseWatch, rt: Handle) -> Self {
+    fn new(
+        peers: Vec<Arc<EventLoop>>,
+        index: usize,
+        poll: mio::Poll,
+        phase: PhaseWatch,
+        rt: Handle,
+    ) -> Self {
         Self {
-            shared,
+            shared: peers[index].clone(),
+            peers,
+            index,
+            next_peer: index,
             poll,
             rt,
             phase,
@@ -311,16 +377,28 @@ impl Loop {
         }
     }
 
-    /// Take the sessions handed over.
+    /// Take the sessions and clients handed over.
     fn arrivals(&mut self, phase: Phase) {
         let arrived =
             std::mem::take(&mut *self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()));
-        for s in arrived {
+        for a in arrived {
             let i = self.slot();
             let waker = self.shared.woken.session_waker(i, self.generations[i]);
-            let live = Live::new(s, waker);
-            self.route(live.client_token(), Route::Client(i));
-            self.sessions[i] = Some(Slot::Live(live));
+            match a {
+                Arrival::Session(s) => {
+                    let live = Live::new(s, waker, self.shared.plane.clone());
+                    self.route(live.client_token(), Route::Client(i));
+                    self.sessions[i] = Some(Slot::Live(live));
+                }
+                Arrival::Login { login, client } => {
+                    self.route(client.token(), Route::Client(i));
+                    self.sessions[i] = Some(Slot::Login {
+                        login,
+                        client,
+                        waker,
+                    });
+                }
+            }
             self.drive(i, phase);
         }
     }
@@ -391,7 +469,10 @@ impl Loop {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let sock = match self.shared.plane.adopt_mio(stream) {
+            // Round the loops: this client's loop, for its whole life.
+            let peer = self.next_peer;
+            self.next_peer = (self.next_peer + 1) % self.peers.len();
+            let sock = match self.peers[peer].plane.adopt_mio(stream) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register a client with the data plane");
@@ -409,6 +490,13 @@ impl Loop {
             };
             let keep = Keep::new(permit, a.sessions.token());
             let login: LoginFuture = Box::pin(serve_on_loop(sock.clone(), a.ctx.clone(), keep));
+            if peer != self.index {
+                self.peers[peer].arrive(Arrival::Login {
+                    login,
+                    client: sock,
+                });
+                continue;
+            }
             let i = self.slot();
             let waker = self.shared.woken.session_waker(i, self.generations[i]);
             self.route(sock.token(), Route::Client(i));
@@ -461,7 +549,8 @@ impl Loop {
                         };
                         match session {
                             Some(s) => {
-                                self.sessions[i] = Some(Slot::Live(Live::new(s, waker)));
+                                let live = Live::new(s, waker, self.shared.plane.clone());
+                                self.sessions[i] = Some(Slot::Live(live));
                             }
                             None => {
                                 self.sessions[i] = None;

@@ -1,7 +1,7 @@
-//! Wakers for what the loop polls: a session's checkout future, the proxy's phase. A wake-up
+//! Wakers for what a loop polls: a session's checkout future, the proxy's phase. A wake-up
 //! on the loop's own thread (a check-in in the loop granting a waiting session) is noted for
-//! the loop's current turn; one from another thread (tokio's timers and sockets) also wakes
-//! the loop's `Poll`.
+//! the loop's current turn; one from another thread (another loop's check-in, tokio's timers
+//! and sockets) also wakes the loop's `Poll`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +11,13 @@ use std::task::{Wake, Waker};
 use crate::dataplane::DataPlane;
 
 thread_local! {
-    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
+    /// The index of the loop this thread runs, if it runs one.
+    static ON_LOOP: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// Mark the current thread as the loop's.
-pub(super) fn on_loop_thread() {
-    ON_LOOP.with(|c| c.set(true));
+/// Mark the current thread as loop `index`'s.
+pub(super) fn on_loop_thread(index: usize) {
+    ON_LOOP.with(|c| c.set(Some(index)));
 }
 
 /// Sessions woken since the loop last looked: (slot, generation).
@@ -41,7 +42,7 @@ impl Woken {
             .unwrap_or_else(|p| p.into_inner())
             .push((slot, generation));
         self.any.store(true, Ordering::Release);
-        if !ON_LOOP.with(Cell::get) {
+        if ON_LOOP.with(Cell::get) != Some(self.plane.index()) {
             self.plane.wake();
         }
     }
