@@ -139,6 +139,7 @@ class Pooler:
             # Written only when asked for: a build from before data_path refuses the key.
             data_path_line = (f"data_path: {data_path()}\n"
                               if "BENCH_DATA_PATH" in os.environ else "")
+            data_path_line += f"worker_threads: {worker_threads()}\n"
             (self.dir / "poolwarden.yaml").write_text(
                 f"listen: 127.0.0.1:{self.port}\nadmin_listen: 127.0.0.1:{free_port()}\n"
                 "mode: transaction\n"
@@ -351,11 +352,18 @@ def data_path():
     return os.environ.get("BENCH_DATA_PATH", "tasks")
 
 
+def worker_threads():
+    """The sidecar's worker_threads for this run (BENCH_WORKER_THREADS, default 1): with
+    data_path event_loop, its number of loops."""
+    return int(os.environ.get("BENCH_WORKER_THREADS", "1"))
+
+
 def report(args, results, memory, started, host, seconds, rounds):
     cells = [c for c in args.cells]
     lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run, {rounds} round(s), "
              f"medians; pool {args.pool_size} server connections (transaction mode, trust "
-             f"auth) for both poolers; poolwarden's data_path: {data_path()}; pgbench -j 2, "
+             f"auth) for both poolers; poolwarden's data_path: {data_path()}, "
+             f"worker_threads: {worker_threads()}; pgbench -j 2, "
              f"scale {args.scale}. Machine: {host}.", "",
              "| Workload | Clients | Target | tps | avg ms | p99 ms | p99 added ms | "
              "pooler CPU µs/tx | pooler peak RSS MiB |",
