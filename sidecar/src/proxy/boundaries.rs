@@ -58,7 +58,8 @@ impl QueryTimer {
         Self {
             metrics,
             threshold,
-            in_flight: VecDeque::new(),
+            // Room for a few pipelined queries without growing from empty.
+            in_flight: VecDeque::with_capacity(4),
             batch: None,
         }
     }

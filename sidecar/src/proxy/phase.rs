@@ -37,8 +37,9 @@ impl Phase {
 struct Shared {
     phase: AtomicU8,
     next_id: AtomicU64,
-    /// One waker slot per session.
-    sessions: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
+    /// One waker slot per session, by a counter's id: foldhash, not SipHash (the ids are
+    /// ours, no client chooses them), one insert and one removal per client.
+    sessions: Mutex<HashMap<u64, Arc<AtomicWaker>, foldhash::fast::RandomState>>,
 }
 
 /// The proxy's side: sets the phase. Dropping it forces every session closed, as a phase

@@ -64,6 +64,9 @@ pub async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
     sock: &mut S,
 ) -> Result<Startup, Refusal> {
     let mut buf = BytesMut::with_capacity(1024);
+    // Reads land in an initialized buffer: a read into the BytesMut's spare capacity would
+    // zero it (1 KiB) at every call first.
+    let mut chunk = [0u8; 512];
     loop {
         match startup::decode(&mut buf) {
             Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
@@ -97,7 +100,7 @@ pub async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
                 ));
             }
         }
-        match sock.read_buf(&mut buf).await {
+        match sock.read(&mut chunk).await {
             Ok(0) if buf.is_empty() => return Ok(Startup::Gone),
             Ok(0) => {
                 return Err(Refusal::new(
@@ -105,7 +108,7 @@ pub async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
                     "incomplete startup packet",
                 ));
             }
-            Ok(_) => {}
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => return Ok(Startup::Gone),
         }
     }
@@ -277,6 +280,9 @@ pub struct ReportedParams {
     pub map: BTreeMap<String, String>,
     /// ParameterStatus for each parameter but the [`PER_CLIENT`] ones, in name order.
     shared: BytesMut,
+    /// The [`PER_CLIENT`] parameters the server reported, with its values, in that order
+    /// (looked up once, not at every login).
+    per_client: Vec<(&'static str, String)>,
 }
 
 impl ReportedParams {
@@ -289,7 +295,15 @@ impl ReportedParams {
         {
             build::parameter_status(&mut shared, k, v);
         }
-        Self { map, shared }
+        let per_client = PER_CLIENT
+            .iter()
+            .filter_map(|name| map.get(*name).map(|v| (*name, v.clone())))
+            .collect();
+        Self {
+            map,
+            shared,
+            per_client,
+        }
     }
 }
 
@@ -345,11 +359,8 @@ pub fn greeting(login: &Login, server: &ReportedParams, cancel: &CancelHandle) -
     let mut out = BytesMut::with_capacity(server.shared.len() + 128);
     build::auth_ok(&mut out);
     out.extend_from_slice(&server.shared);
-    for name in PER_CLIENT {
-        let Some(v) = server.map.get(name) else {
-            continue;
-        };
-        let v = match name {
+    for (name, v) in &server.per_client {
+        let v = match *name {
             "application_name" => login.application_name(),
             _ => login.client_encoding().unwrap_or(v),
         };
