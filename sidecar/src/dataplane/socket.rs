@@ -87,15 +87,18 @@ pub fn peek(socket: &impl std::os::fd::AsFd) -> Peeked {
     }
 }
 
+/// The token of a socket that a failed move left in no plane's table.
+const NO_TOKEN: usize = usize::MAX - 2;
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // The socket closes with the stream (and leaves the epoll set with it); its token
         // may be given to the next socket.
-        let token = Token(*self.token.get_mut());
-        self.plane
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .forget(token);
+        let token = *self.token.get_mut();
+        if token != NO_TOKEN {
+            let plane = self.plane.get_mut().unwrap_or_else(|p| p.into_inner());
+            plane.forget(Token(token));
+        }
     }
 }
 
@@ -147,7 +150,7 @@ impl LoopSocket {
     /// session uses it meanwhile; the old loop may still pass on an event it read before
     /// the move, which at worst wakes a task for nothing. Readiness is not lost: an
     /// `epoll_ctl` ADD reports what is ready already, and the loop tries the socket once
-    /// after the move. On an error the socket is in no loop and must be closed.
+    /// after the move. On an error the socket may be in no loop and must be closed.
     pub fn move_to(&self, to: &DataPlane) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let mut plane = self.0.plane.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,7 +162,15 @@ impl LoopSocket {
         plane.registry.deregister(&mut mio::unix::SourceFd(&fd))?;
         plane.forget(old);
         let weak = Arc::downgrade(&self.0);
-        let token = to.0.register(fd, |_| weak)?;
+        let token = match to.0.register(fd, |_| weak) {
+            Ok(t) => t,
+            Err(e) => {
+                // In no table now: the old token may go to another socket, which this
+                // one's close must not free.
+                self.0.token.store(NO_TOKEN, Ordering::Release);
+                return Err(e);
+            }
+        };
         self.0.token.store(token.0, Ordering::Release);
         self.0.plane_index.store(to.0.index, Ordering::Release);
         *plane = to.0.clone();
