@@ -235,7 +235,8 @@ impl<M: Manager> Pool<M> {
     }
 
     /// [`begin`](Pool::begin) from the data plane loop `home`: of the idle connections, one
-    /// registered with that loop ([`Manager::home`]) goes first, so that it need not move.
+    /// registered with that loop ([`Manager::home`]) goes first, so that it need not move
+    /// (unless `server_round_robin` asks for the one idle longest).
     pub fn begin_near(&self, home: usize) -> Begun<M> {
         self.begin_preferring(Some(home))
     }

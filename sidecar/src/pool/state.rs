@@ -201,10 +201,11 @@ impl<C> State<C> {
         self.begin(now, None::<fn(&C) -> bool>)
     }
 
-    /// [`begin_checkout`](Self::begin_checkout), taking the idle connection it would take
+    /// [`begin_checkout`](Self::begin_checkout), taking the idle connection returned last
     /// among those `preferred` says yes to, if there is one (a connection already
-    /// registered with the caller's loop), else the one it would take anyway. The queue is
-    /// the same FIFO for every caller.
+    /// registered with the caller's loop), else the one returned last. With `round_robin`
+    /// the preference gives way: the connection idle longest goes, wherever it is, as that
+    /// setting promises. The queue is the same FIFO for every caller.
     pub fn begin_checkout_preferring(
         &mut self,
         now: Instant,
@@ -217,18 +218,13 @@ impl<C> State<C> {
         if self.closed {
             return Step::Closed;
         }
-        let rr = self.settings.round_robin;
-        let at = preferred.and_then(|p| {
-            if rr {
-                self.idle.iter().position(|e| p(&e.conn))
-            } else {
-                self.idle.iter().rposition(|e| p(&e.conn))
+        let idle = if self.settings.round_robin {
+            self.idle.pop_front()
+        } else {
+            match preferred.and_then(|p| self.idle.iter().rposition(|e| p(&e.conn))) {
+                Some(i) => self.idle.remove(i),
+                None => self.idle.pop_back(),
             }
-        });
-        let idle = match at {
-            Some(i) => self.idle.remove(i),
-            None if rr => self.idle.pop_front(),
-            None => self.idle.pop_back(),
         };
         if let Some(e) = idle {
             self.out += 1;
