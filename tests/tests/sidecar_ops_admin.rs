@@ -390,15 +390,10 @@ async fn reload_configmap_swap_invalid_file_sighup_and_push() {
         "rev3",
         &original.replace("pool_size: 4", "pool_size: -3"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while failures(&scrape(&http, &sidecar, ADMIN).await) <= before {
-        assert!(
-            Instant::now() < deadline,
-            "the invalid file was not counted:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    scrape_until(&http, &sidecar, ADMIN, "the invalid file counted", |m| {
+        failures(m) > before
+    })
+    .await;
     assert_eq!(
         pool_size(&http, &sidecar).await,
         6,
@@ -436,15 +431,10 @@ async fn reload_configmap_swap_invalid_file_sighup_and_push() {
             original.replace("pool_size: 4", "pool_size: 6")
         ),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while successes(&scrape(&http, &sidecar, ADMIN).await) <= before {
-        assert!(
-            Instant::now() < deadline,
-            "rev4 was not reloaded:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    scrape_until(&http, &sidecar, ADMIN, "rev4 reloaded", |m| {
+        successes(m) > before
+    })
+    .await;
     assert_eq!(
         pool_size(&http, &sidecar).await,
         9,
