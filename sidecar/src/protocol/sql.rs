@@ -4,6 +4,8 @@
 //!
 //! False positives only cost one `DISCARD ALL`; the scan errs on that side.
 
+use wide::u8x16;
+
 /// Statement-leading keywords that change session state.
 const LEADING: &[&str] = &[
     "set",
@@ -157,9 +159,9 @@ pub fn changes_session_state(sql: &[u8]) -> bool {
 }
 
 /// The answer for the common query, one statement, without walking it word by word: its
-/// first word, then memchr's searches for the bytes that can be part of an [`ANYWHERE`] word
-/// (and `;`). `None` when only [`full_scan`] can tell (more than one statement, a leading comment,
-/// a listed substring somewhere).
+/// first word, then one pass over the bytes that can be part of an [`ANYWHERE`] word, and `;`
+/// ([`mark_words`]). `None` when only [`full_scan`] can tell (more than one statement, a leading
+/// comment, a listed substring somewhere).
 fn quick_answer(sql: &[u8]) -> Option<bool> {
     let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
     match CLASS[sql[start] as usize] {
@@ -175,27 +177,53 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
         }
         _ => {}
     }
-    // The markers' order does not matter: after a last `;` comes nothing else. Each search is
-    // memchr's (vectorized), for the two cases of `p` and for `_` with `;`.
-    for i in memchr::memchr2_iter(b';', b'_', sql) {
-        if sql[i] == b';' {
-            // One statement: nothing but white space and semicolons after the first one.
-            if !sql[i..]
-                .iter()
-                .all(|b| *b == b';' || b.is_ascii_whitespace())
-            {
-                return None;
+    // One pass over the bytes that can matter, in order: `;`, `_` and `p` in either case.
+    for (base, mut bits) in mark_words(sql) {
+        while bits != 0 {
+            let i = base + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            match sql[i] {
+                // One statement: nothing but white space and semicolons after the first `;`.
+                b';' => {
+                    return sql[i..]
+                        .iter()
+                        .all(|b| *b == b';' || b.is_ascii_whitespace())
+                        .then_some(false);
+                }
+                _ if part_at(sql, i, &ANYWHERE_PARTS) => return None,
+                _ => {}
             }
-            break;
         }
-        if part_at(sql, i, &ANYWHERE_PARTS) {
-            return None;
-        }
-    }
-    if memchr::memchr2_iter(b'p', b'P', sql).any(|i| part_at(sql, i, &ANYWHERE_PARTS)) {
-        return None;
     }
     Some(false)
+}
+
+/// `sql` sixteen bytes at a time, each chunk's offset with a bit per candidate byte in it
+/// (bit k for byte k): every `;`, `_`, `p` and `P`, and ESC and DEL, which fold onto them. The
+/// fixed-size loop compiles to a few vector instructions per chunk (compare, or, move mask),
+/// where a search per marker would pay its set-up for each of a short text's few hits. The
+/// caller looks at each candidate exactly.
+#[inline(always)]
+fn mark_words(sql: &[u8]) -> impl Iterator<Item = (usize, u32)> + '_ {
+    sql.chunks(16).enumerate().map(|(k, chunk)| {
+        let mut bytes = [0u8; 16];
+        match <&[u8; 16]>::try_from(chunk) {
+            Ok(full) => bytes = *full,
+            // The last, short chunk; the missing bytes read as zero, never a candidate.
+            Err(_) => bytes[..chunk.len()].copy_from_slice(chunk),
+        }
+        (k * 16, marks(bytes))
+    })
+}
+
+/// A bit per candidate byte of `chunk` (see [`mark_words`]): byte compares and a move mask on
+/// one 16-byte vector (SSE2 on x86-64, NEON on aarch64, through `wide`'s safe types).
+#[inline(always)]
+fn marks(chunk: [u8; 16]) -> u32 {
+    // Bit 5 set: `P` reads as `p`, `_` as DEL; `;` has it already.
+    let folded = u8x16::new(chunk) | u8x16::splat(0x20);
+    let is = |b: u8| folded.simd_eq(u8x16::splat(b));
+    (is(b';') | is(0x7f) | is(b'p')).to_bitmask()
 }
 
 /// The whole scan: statement by statement, skipping literals, quoted identifiers and
@@ -337,6 +365,31 @@ mod tests {
                 !listed(ANYWHERE, &ANYWHERE_FIRSTS, word.as_bytes()),
                 "{word}"
             );
+        }
+    }
+
+    /// Every `;`, `_`, `p` and `P` is a candidate, in order, in texts of every length around
+    /// the sixteen-byte chunks, and no other byte but ESC and DEL.
+    #[test]
+    fn marks_are_every_candidate_in_order() {
+        let alphabet: &[u8] = b";_pPx \x1b\x7f\xc3{~q^:\x01\x00";
+        for len in 0..=50 {
+            for seed in 0..60usize {
+                let text: Vec<u8> = (0..len)
+                    .map(|i| alphabet[(i * 7 + seed * 13 + i * i * seed) % alphabet.len()])
+                    .collect();
+                let found: Vec<usize> = mark_words(&text)
+                    .flat_map(|(base, bits)| {
+                        (0..16)
+                            .filter(move |k| bits & (1 << k) != 0)
+                            .map(move |k| base + k)
+                    })
+                    .collect();
+                let want: Vec<usize> = (0..len)
+                    .filter(|i| matches!(text[*i], b';' | b'_' | b'p' | b'P' | 0x1b | 0x7f))
+                    .collect();
+                assert_eq!(found, want, "{text:?}");
+            }
         }
     }
 
