@@ -204,16 +204,24 @@ impl Boundaries {
     /// a comparison, not a call.
     #[inline]
     pub fn server_sent(&mut self, tag: u8, body: &[u8]) {
+        self.server_sent_at(tag, body, None);
+    }
+
+    /// [`server_sent`](Self::server_sent) for a message that arrived at `at` (the event
+    /// loop passes the time its poll returned, read once for every socket it reports), so the
+    /// query timer does not read the clock for it.
+    #[inline]
+    pub fn server_sent_at(&mut self, tag: u8, body: &[u8], at: Option<Instant>) {
         if tag == b'Z' {
-            self.ready_for_query(body);
+            self.ready_for_query(body, at);
         }
     }
 
     /// A ReadyForQuery, with its body (the transaction status).
     #[inline]
-    fn ready_for_query(&mut self, body: &[u8]) {
+    fn ready_for_query(&mut self, body: &[u8], at: Option<Instant>) {
         if let Some(q) = &mut self.queries {
-            let now = Instant::now();
+            let now = at.unwrap_or_else(Instant::now);
             q.ready(now);
             self.answered = Some(now);
         }

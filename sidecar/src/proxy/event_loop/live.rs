@@ -182,8 +182,9 @@ impl Live {
         self.timer_due = true;
     }
 
-    /// Run until the session waits, leaves or ends.
-    pub(super) fn turn(&mut self, scratch: &mut [u8], phase: Phase) -> Turn {
+    /// Run until the session waits, leaves or ends; `now`: when the loop's poll returned
+    /// (what this turn handles arrived by then; one clock read serves every session of it).
+    pub(super) fn turn(&mut self, scratch: &mut [u8], phase: Phase, now: Instant) -> Turn {
         loop {
             let step = match std::mem::replace(&mut self.state, State::Moved) {
                 State::Between => self.between(scratch, phase),
@@ -192,7 +193,7 @@ impl Live {
                     checkout,
                     watch,
                 } => self.checking(first, checkout, watch),
-                State::Relaying(r) => self.relaying(r, scratch, phase),
+                State::Relaying(r) => self.relaying(r, scratch, phase, now),
                 State::Moved => unreachable!("a turn puts the state back"),
             };
             match step {
@@ -336,7 +337,13 @@ impl Live {
 
     /// Relay between the client and the server until the transaction ends or no socket is
     /// ready.
-    fn relaying(&mut self, mut r: Box<Relay>, scratch: &mut [u8], phase: Phase) -> Option<Turn> {
+    fn relaying(
+        &mut self,
+        mut r: Box<Relay>,
+        scratch: &mut [u8],
+        phase: Phase,
+        now: Instant,
+    ) -> Option<Turn> {
         if phase == Phase::Forced {
             let clean = r.b.is_clean();
             return Some(self.end(r, Outcome::Shutdown { clean }));
@@ -370,12 +377,12 @@ impl Live {
                 }
                 _ => {}
             }
-            r.b.client_sent(&f);
+            r.b.client_sent_at(&f, Some(now));
             to_server_frame(f, self.s.prepared.as_mut(), r.c.conn(), &mut self.to_server);
             sent = true;
         }
         if sent && r.b.idle_in_transaction() {
-            r.last_activity = Some(Instant::now());
+            r.last_activity = Some(now);
         }
         // Another pass when the gathering stopped at FLUSH_BYTES and the server took it all.
         let mut again = false;
@@ -391,7 +398,7 @@ impl Live {
             match r.server.read_now(scratch) {
                 Ok(0) => return Some(self.end(r, Outcome::ServerFailed(ServerError::Closed))),
                 Ok(n) => {
-                    if let Some(outcome) = self.relay_to_client(&mut r, &scratch[..n]) {
+                    if let Some(outcome) = self.relay_to_client(&mut r, &scratch[..n], now) {
                         return Some(self.end(r, outcome));
                     }
                     // A read that filled the buffer: more may wait, if the client took this.
@@ -402,12 +409,12 @@ impl Live {
             }
         }
         if r.b.is_clean() {
-            return self.release(r);
+            return self.release(r, now);
         }
         if std::mem::take(&mut self.timer_due)
             && r.b.idle_in_transaction()
             && let Some(since) = r.last_activity
-            && Instant::now() >= since + self.s.idle_in_transaction
+            && now >= since + self.s.idle_in_transaction
         {
             return Some(self.end(r, Outcome::IdleInTransaction));
         }
@@ -418,14 +425,14 @@ impl Live {
     /// Pass the server's complete messages on to the client (from the server connection's
     /// buffer; only a reply the pooler drops or replaces is copied); an outcome that ends
     /// the relay, if any.
-    fn relay_to_client(&mut self, r: &mut Relay, read: &[u8]) -> Option<Outcome> {
+    fn relay_to_client(&mut self, r: &mut Relay, read: &[u8], now: Instant) -> Option<Outcome> {
         let Relay { c, b, .. } = r;
         let conn = c.conn();
         conn.push_read(read);
         let was_idle_tx = b.idle_in_transaction();
         let prepared = &mut self.s.prepared;
         let (tail, failure) = conn.relay_buffered(&mut self.out_client, |tag, body, statements| {
-            b.server_sent(tag, body);
+            b.server_sent_at(tag, body, Some(now));
             match prepared.as_mut() {
                 Some(t) => t.rewriter.server_message(tag, &mut t.client, statements),
                 None => ServerAction::Forward,
@@ -447,14 +454,14 @@ impl Live {
         }
         // The client's turn inside a transaction began with a ReadyForQuery in this read.
         if b.idle_in_transaction() && !was_idle_tx {
-            r.last_activity = Some(b.answered.unwrap_or_else(Instant::now));
+            r.last_activity = Some(b.answered.unwrap_or(now));
         }
         None
     }
 
     /// The transaction ended: count it, give the connection back (reset first on tokio if
     /// session state was touched).
-    fn release(&mut self, mut r: Box<Relay>) -> Option<Turn> {
+    fn release(&mut self, mut r: Box<Relay>, now: Instant) -> Option<Turn> {
         self.s.account(&mut r.b);
         let Relay { c, b, .. } = *r;
         if b.dirty {
@@ -465,7 +472,7 @@ impl Live {
                 pending: std::mem::take(&mut self.out_client),
             }));
         }
-        c.release_at(true, b.answered.unwrap_or_else(Instant::now));
+        c.release_at(true, b.answered.unwrap_or(now));
         self.s.cancel.set(None);
         self.state = State::Between;
         None

@@ -239,6 +239,9 @@ struct Loop {
     routes: Vec<Route>,
     /// (deadline, session, generation).
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// When the last poll returned: the time of everything it reported, for the sessions'
+    /// turns and the deadlines (one clock read per poll, not one per message).
+    now: Instant,
     /// Where the loop's reads land before they are appended to a session's buffers.
     scratch: Box<[u8]>,
     /// Sessions to drive this turn, in the order their events came.
@@ -274,6 +277,7 @@ impl Loop {
             generations: Vec::new(),
             routes: Vec::new(),
             timers: BinaryHeap::new(),
+            now: Instant::now(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             queue: Vec::new(),
             batch: Vec::new(),
@@ -296,6 +300,7 @@ impl Loop {
                 tracing::error!(error = %e, "the data plane's loop cannot poll; exiting");
                 std::process::exit(70);
             }
+            self.now = Instant::now();
             let mut woke = false;
             for ev in events.iter() {
                 if ev.token() == WAKER {
@@ -518,7 +523,7 @@ impl Loop {
 
     /// Idle-in-transaction deadlines due now.
     fn expire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(Reverse((at, i, generation))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -569,7 +574,7 @@ impl Loop {
             }
         };
         let generation = self.generations[i];
-        let turn = live.turn(&mut self.scratch, phase);
+        let turn = live.turn(&mut self.scratch, phase, self.now);
         // Routes follow the session's server connection.
         let (server_before, server_now) = live.take_server_change();
         let deadline = match turn {
