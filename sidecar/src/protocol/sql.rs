@@ -199,10 +199,9 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
 }
 
 /// `sql` sixteen bytes at a time, each chunk's offset with a bit per candidate byte in it
-/// (bit k for byte k): every `;`, `_`, `p` and `P`, and ESC and DEL, which fold onto them. The
-/// fixed-size loop compiles to a few vector instructions per chunk (compare, or, move mask),
-/// where a search per marker would pay its set-up for each of a short text's few hits. The
-/// caller looks at each candidate exactly.
+/// (bit k for byte k): every `;`, `_`, `p` and `P`, and ESC and DEL, which fold onto them. A
+/// few vector instructions per chunk ([`marks`]), where a search per marker would pay its
+/// set-up for each of a short text's few hits. The caller looks at each candidate exactly.
 #[inline(always)]
 fn mark_words(sql: &[u8]) -> impl Iterator<Item = (usize, u32)> + '_ {
     sql.chunks(16).enumerate().map(|(k, chunk)| {
