@@ -322,6 +322,60 @@ async fn slow_query_logs_a_fingerprint_only() {
     }
 }
 
+/// A client logged in before a reload gets the new slow_query_threshold from its next
+/// transaction on: each session keeps the live config it last read and looks again only when
+/// a reload replaced it.
+#[tokio::test]
+async fn a_reloaded_threshold_reaches_a_client_logged_in_before() {
+    let (sidecar, _dir) = start(
+        "  pool_size: 2\n  max_overflow: 0",
+        "slow_query_threshold: 1h\n",
+    );
+    let http = reqwest::Client::new();
+    wait_ready(&http, &sidecar).await;
+    let slow = |m: &poolwarden_tests::sidecar_admin::Scrape| {
+        m.value("poolwarden_slow_queries_total", "postgres", &[])
+            .unwrap()
+    };
+    let app = unique("pw_slow_reload");
+    let (c, _conn) = through(&sidecar, "postgres", &app).await.unwrap();
+    let before = slow(&scrape(&http, &sidecar, ADMIN).await);
+    c.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
+    assert_eq!(
+        slow(&scrape(&http, &sidecar, ADMIN).await),
+        before,
+        "0.2 s is not slow under a 1 h threshold"
+    );
+
+    let yaml = std::fs::read_to_string(sidecar.config_path()).unwrap();
+    let reloaded = yaml.replace("slow_query_threshold: 1h", "slow_query_threshold: 50ms");
+    assert_ne!(yaml, reloaded, "the threshold is in the file:\n{yaml}");
+    std::fs::write(sidecar.config_path(), reloaded).unwrap();
+    sidecar.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sidecar
+        .log()
+        .lines()
+        .any(|l| l.contains("config reloaded") && l.contains("SIGHUP"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP reload:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The same client, the same session: its next transaction is timed against 50 ms.
+    c.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
+    assert_eq!(
+        slow(&scrape(&http, &sidecar, ADMIN).await),
+        before + 1.0,
+        "the reloaded threshold counted the session's next slow query:\n{}",
+        sidecar.log()
+    );
+}
+
 /// Write `yaml` as a new ConfigMap revision in `dir` and swap `..data` to it atomically, as
 /// the kubelet does.
 fn configmap_revision(dir: &Path, rev: &str, yaml: &str) {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::client::ClientIo;
-use super::session::{Ctx, Session};
+use super::session::{Ctx, LiveConfig, Session};
 use super::startup::{self, Login, Refusal, Startup};
 use crate::config::Config;
 use crate::dataplane::LoopSocket;
@@ -39,13 +39,14 @@ impl Keep {
 /// Serve one client connection to its end.
 pub(super) async fn serve(mut sock: TcpStream, ctx: Arc<Ctx>, keep: Keep) {
     let _ = sock.set_nodelay(true);
-    let config = ctx.config.load_full();
-    let Some((login, rest)) = log_in(&mut sock, &ctx, &config).await else {
+    let mut live = LiveConfig::new(ctx.config.clone());
+    let Some((login, rest)) = log_in(&mut sock, &ctx, live.load()).await else {
         return;
     };
     let (rd, wr) = sock.into_split();
-    let client = ClientIo::new(rd, wr, rest, config.clients.max_message_size as usize);
-    let session = Box::new(Session::new(client, login, ctx, &config, keep));
+    let max_message = live.load().clients.max_message_size as usize;
+    let client = ClientIo::new(rd, wr, rest, max_message);
+    let session = Box::new(Session::new(client, login, ctx, live, keep));
     session.run().await;
 }
 
@@ -57,10 +58,11 @@ pub(super) async fn serve_on_loop(
     ctx: Arc<Ctx>,
     keep: Keep,
 ) -> Option<Box<Session>> {
-    let config = ctx.config.load_full();
-    let (login, rest) = log_in(&mut sock, &ctx, &config).await?;
-    let client = ClientIo::on_loop(sock, rest, config.clients.max_message_size as usize);
-    let mut session = Box::new(Session::new(client, login, ctx, &config, keep));
+    let mut live = LiveConfig::new(ctx.config.clone());
+    let (login, rest) = log_in(&mut sock, &ctx, live.load()).await?;
+    let max_message = live.load().clients.max_message_size as usize;
+    let client = ClientIo::on_loop(sock, rest, max_message);
+    let mut session = Box::new(Session::new(client, login, ctx, live, keep));
     match session.greet().await? {
         None => Some(session),
         Some(held) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use bytes::BytesMut;
 
 use super::boundaries::{Boundaries, QueryTimer};
@@ -28,6 +28,9 @@ use crate::protocol::frame::Frame;
 use crate::protocol::io::ReadError;
 use crate::protocol::sqlstate;
 use crate::server::{ConnectError, ServerConn};
+
+/// The live config, cached per session ([`Session::config`]).
+pub(super) type LiveConfig = Cache<Arc<ArcSwap<Config>>, Arc<Config>>;
 
 /// What every session shares.
 pub struct Ctx {
@@ -57,6 +60,10 @@ pub struct Session {
     pub(super) ctx: Arc<Ctx>,
     mode: PoolMode,
     pub(super) idle_in_transaction: Duration,
+    /// The live config as of this session's last transaction: read again only when a reload
+    /// replaced it (a pointer compare), where a full `load` per transaction would cost more
+    /// than the rest of the relay's bookkeeping.
+    config: LiveConfig,
     phase: PhaseWatch,
     /// Transaction mode with `max_prepared_statements` > 0: the client's named statements.
     pub(super) prepared: Option<Tracking>,
@@ -100,9 +107,17 @@ impl Session {
         client: ClientIo,
         login: Login,
         ctx: Arc<Ctx>,
-        config: &Config,
+        mut live: LiveConfig,
         keep: Keep,
     ) -> Self {
+        let config = live.load();
+        let mode = config.mode;
+        let idle_in_transaction = config.pool.idle_in_transaction().get();
+        let prepared = if mode == PoolMode::Transaction {
+            Tracking::new(config.pool.max_prepared_statements)
+        } else {
+            None
+        };
         Self {
             client,
             cancel: ctx.cancels.register(),
@@ -110,14 +125,11 @@ impl Session {
             _keep: keep,
             login,
             phase: ctx.phase.watch(),
-            mode: config.mode,
-            idle_in_transaction: config.pool.idle_in_transaction().get(),
-            prepared: if config.mode == PoolMode::Transaction {
-                Tracking::new(config.pool.max_prepared_statements)
-            } else {
-                None
-            },
+            mode,
+            idle_in_transaction,
+            prepared,
             query_timer: None,
+            config: live,
             ctx,
         }
     }
@@ -473,7 +485,7 @@ impl Session {
     #[inline]
     pub(super) fn boundaries(&mut self) -> Boundaries {
         let (threshold, limit) = {
-            let config = self.ctx.config.load();
+            let config = self.config.load();
             (
                 config.slow_query_threshold.get(),
                 config.pool.max_prepared_statements,
