@@ -114,8 +114,10 @@ pub struct ClientIo {
     /// Buffers for what goes to the server and to the client, kept between relays (each relay
     /// empties them first, and drops one grown past `KEEP_BUFFER_BYTES`).
     pub(super) spare: (BytesMut, BytesMut),
-    /// Which socket woke a relay.
-    pub(super) wakes: SideWakes,
+    /// Which socket woke a relay: made at first use (a relay or a wait on tokio), with every
+    /// flag set, as each read would set its own. A session that only the data plane's loop
+    /// relays never makes them (five allocations fewer per login).
+    pub(super) wakes: Option<SideWakes>,
 }
 
 impl ClientIo {
@@ -150,7 +152,7 @@ impl ClientIo {
             wr,
             reader: FrameReader::with_buffer(buffered, max_message, is_frontend_tag),
             spare: (BytesMut::new(), BytesMut::new()),
-            wakes: SideWakes::new(),
+            wakes: None,
         }
     }
 
@@ -182,7 +184,10 @@ impl ClientIo {
         // Marked first, so that it holds even if this read is dropped before it ends: the
         // socket's registration may come to hold this task's waker, not the client side's,
         // and the next poll_next must look at the socket (and at what the read left buffered).
-        self.wakes.client.set();
+        // (Wakes not made yet are made with the flag set.)
+        if let Some(w) = &self.wakes {
+            w.client.set();
+        }
         self.reader.read_frame(&mut self.rd).await
     }
 
@@ -190,7 +195,9 @@ impl ClientIo {
     /// never takes a byte (a one-byte peek), for a wait that does not read messages.
     pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         // The peek registers the task's waker on the socket: the next poll_next looks again.
-        self.wakes.client.set();
+        if let Some(w) = &self.wakes {
+            w.client.set();
+        }
         self.rd.poll_closed(cx)
     }
 
@@ -201,14 +208,15 @@ impl ClientIo {
     /// after a transaction neither reads the socket again nor swaps the registration's waker
     /// for the task's, and a relay's next poll finds its own waker there.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
-        self.wakes.register(cx.waker());
-        if !self.wakes.client.take() {
+        let wakes = self.wakes.get_or_insert_with(SideWakes::new);
+        wakes.register(cx.waker());
+        if !wakes.client.take() {
             return Poll::Pending;
         }
-        let mut side = Context::from_waker(self.wakes.client.waker());
+        let mut side = Context::from_waker(wakes.client.waker());
         let r = ready!(self.reader.poll_frame(&mut side, &mut self.rd));
         // Ready: more may be buffered, so the next poll looks again.
-        self.wakes.client.set();
+        wakes.client.set();
         Poll::Ready(r)
     }
 }

@@ -12,6 +12,7 @@ use tokio::time::{Instant, Sleep};
 use super::boundaries::Boundaries;
 pub use super::client::ClientIo;
 use super::phase::{Phase, PhaseWatch};
+use super::wakes::SideWakes;
 use crate::prepared::{ServerAction, Tracking};
 use crate::protocol::frame::{Frame, FrameError};
 use crate::protocol::io::{ReadError, write_all};
@@ -89,6 +90,7 @@ pub async fn relay(
         spare: (to_server, to_client),
         wakes,
     } = client;
+    let wakes = wakes.get_or_insert_with(SideWakes::new);
     wakes.reset();
     for buf in [&mut *to_server, &mut *to_client] {
         buf.clear();

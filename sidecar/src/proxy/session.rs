@@ -103,6 +103,7 @@ pub(super) enum Resume {
 }
 
 impl Session {
+    #[inline]
     pub(super) fn new(
         client: ClientIo,
         login: Login,
