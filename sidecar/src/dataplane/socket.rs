@@ -240,9 +240,17 @@ impl AsyncRead for LoopSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // The loop's rule ([`read_now`](Self::read_now)): the socket is read only while an
+        // event or a read that filled its buffer said bytes may wait. After a short read the
+        // next poll waits for the loop's event instead of asking the kernel for nothing (one
+        // system call per login saved: the StartupMessage is not there yet when the answer
+        // to the SSLRequest has just gone out). The waker is registered first, so an event
+        // noted after the look wakes this task.
         self.0.read.register(cx.waker());
-        self.0.readable.store(false, Ordering::Release);
-        match (&self.0.stream).read(buf.initialize_unfilled()) {
+        if !self.maybe_readable() {
+            return Poll::Pending;
+        }
+        match self.read_now(buf.initialize_unfilled()) {
             Ok(n) => {
                 buf.advance(n);
                 Poll::Ready(Ok(()))

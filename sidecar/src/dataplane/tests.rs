@@ -97,6 +97,54 @@ async fn readable_flag_follows_the_loops_reads() {
     assert_eq!(&buf[..2], b"ef");
 }
 
+/// A task's reads (`AsyncRead`, the login's and tokio's) follow the loop's rule: after a
+/// short read the socket is not read again until the loop notes an event, even with bytes
+/// waiting (no system call that would only find nothing); a read that fills the buffer
+/// leaves it to be read again.
+#[tokio::test]
+async fn task_reads_wait_for_the_loops_event_after_a_short_read() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    fn poll_once(s: &mut LoopSocket, buf: &mut [u8]) -> Poll<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(s).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| rb.filled().len()).unwrap()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    let (plane, _poll) = DataPlane::new(0).unwrap();
+    let (mut ours, mut peer) = pair(&plane).await;
+    let mut buf = [0u8; 4];
+    peer.write_all(b"ab").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        poll_once(&mut ours, &mut buf),
+        Poll::Ready(2),
+        "a new socket is read"
+    );
+    peer.write_all(b"cdefgh").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        poll_once(&mut ours, &mut buf),
+        Poll::Pending,
+        "after a short read, no read before the loop's event"
+    );
+    ours.mark(true, false);
+    assert_eq!(poll_once(&mut ours, &mut buf), Poll::Ready(4), "the event");
+    assert_eq!(&buf, b"cdef");
+    assert_eq!(
+        poll_once(&mut ours, &mut buf),
+        Poll::Ready(2),
+        "a full read: read again without an event"
+    );
+    assert_eq!(&buf[..2], b"gh");
+    assert_eq!(poll_once(&mut ours, &mut buf), Poll::Pending);
+}
+
 /// A socket's token is its own while it is open and is given to the next socket after it
 /// closes; the loop finds no socket under a closed one's token.
 #[tokio::test]
