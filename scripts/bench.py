@@ -353,8 +353,9 @@ def machine(args):
 
 
 def data_path():
-    """The sidecar's data_path for this run (BENCH_DATA_PATH, default tasks)."""
-    return os.environ.get("BENCH_DATA_PATH", "tasks")
+    """The sidecar's data_path for this run (BENCH_DATA_PATH, default the sidecar's own,
+    event_loop)."""
+    return os.environ.get("BENCH_DATA_PATH", "event_loop")
 
 
 def worker_threads():

@@ -115,11 +115,12 @@ fn serve(cfg: config::Config, source: config::ReloadSource) -> ExitCode {
     if let Err(e) = poolwarden_sidecar::logging::init(&config::env::ProcessEnv) {
         eprintln!("poolwarden-sidecar: cannot set up logging: {e}");
     }
-    // One thread (the default) serves every client from one event loop: no wake-ups handed
-    // between threads, the least CPU per transaction (BENCHMARKS.md). Password hashing runs on
-    // tokio's blocking threads either way. With `data_path: event_loop` in transaction mode,
-    // `worker_threads` is the number of data plane loops, and tokio, which only logs
-    // clients in, waits and resets for them, keeps one thread.
+    // With `data_path: event_loop` (the default) in transaction mode, `worker_threads` (default
+    // 1) is the number of data plane loops, and tokio, which only waits, resets and the like
+    // for them, keeps one thread. On `tasks` (or in session mode) tokio's threads serve the
+    // clients: one (the default) is one event loop, no wake-ups handed between threads, the
+    // least CPU per transaction (BENCHMARKS.md). Password hashing runs on tokio's blocking
+    // threads either way.
     let loops =
         cfg.data_path == config::DataPath::EventLoop && cfg.mode == config::PoolMode::Transaction;
     let mut builder = if cfg.worker_threads <= 1 || loops {

@@ -39,10 +39,11 @@ pub struct Config {
     /// the least CPU per transaction; more threads for a sidecar given several cores. Read at
     /// start only.
     pub worker_threads: u32,
-    /// How transaction-mode sessions are relayed: `tasks` (default: a tokio task per client)
-    /// or `event_loop` (one thread running a mio loop relays every session between
-    /// checkout and release; logins, waits for a connection, resets and errors stay on
-    /// tokio). Read at start only. See docs/data-plane.md.
+    /// How transaction-mode sessions are relayed: `event_loop` (default: a thread running a
+    /// mio loop, `worker_threads` of them, relays every session between checkout and
+    /// release; waits for a connection, resets, TLS server connections and errors stay on
+    /// tokio) or `tasks` (a tokio task per client, the data path before; kept as a
+    /// fallback). Read at start only. See docs/data-plane.md.
     pub data_path: DataPath,
 }
 
@@ -60,7 +61,7 @@ impl Default for Config {
             slow_query_threshold: ConfigDuration::from_secs(5),
             shutdown_timeout: ConfigDuration::from_secs(30),
             worker_threads: 1,
-            data_path: DataPath::Tasks,
+            data_path: DataPath::EventLoop,
         }
     }
 }
@@ -70,9 +71,9 @@ impl Default for Config {
 #[serde(rename_all = "snake_case")]
 pub enum DataPath {
     /// A tokio task per client.
-    #[default]
     Tasks,
-    /// One mio event loop thread for every session's relaying.
+    /// Mio event loop threads relay every session between checkout and release.
+    #[default]
     EventLoop,
 }
 

@@ -60,6 +60,11 @@ fn contract_example_file_parses_to_the_defaults() {
         }
     );
     assert_eq!(cfg.breaker, BreakerConfig::default());
+    assert_eq!(
+        (cfg.data_path, cfg.worker_threads),
+        (DataPath::EventLoop, 1),
+        "one event loop by default"
+    );
     assert_eq!(cfg.databases[0].server_dbname(), "clinical");
     assert_eq!(cfg.pool.pool_timeout.secs_2dp(), "30.00");
 }
@@ -71,7 +76,7 @@ fn precedence_is_flag_over_env_over_file_over_default() {
         ("POOLWARDEN_POOL_SIZE", "25"),
         ("POOLWARDEN_MAX_OVERFLOW", "12"),
         ("POOLWARDEN_MODE", "session"),
-        ("POOLWARDEN_DATA_PATH", "event_loop"),
+        ("POOLWARDEN_DATA_PATH", "tasks"),
         ("POOLWARDEN_WORKER_THREADS", "3"),
     ];
     let flags = Overrides {
@@ -82,7 +87,7 @@ fn precedence_is_flag_over_env_over_file_over_default() {
     assert_eq!(cfg.pool.pool_size, 40, "flag wins");
     assert_eq!(
         (cfg.data_path, cfg.worker_threads),
-        (DataPath::EventLoop, 3),
+        (DataPath::Tasks, 3),
         "env beats default"
     );
     assert_eq!(cfg.pool.max_overflow, 12, "env beats file");
