@@ -322,6 +322,25 @@ async fn slow_query_logs_a_fingerprint_only() {
     }
 }
 
+/// Send SIGHUP and wait (10 s at most) for the sidecar to log the reload it made. The first
+/// SIGHUP of a test only: an earlier one's line would satisfy the wait.
+async fn sighup_and_wait(sidecar: &Sidecar) {
+    sidecar.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sidecar
+        .log()
+        .lines()
+        .any(|l| l.contains("config reloaded") && l.contains("SIGHUP"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP reload:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A client logged in before a reload gets the new slow_query_threshold from its next
 /// transaction on: each session keeps the live config it last read and looks again only when
 /// a reload replaced it.
@@ -351,20 +370,7 @@ async fn a_reloaded_threshold_reaches_a_client_logged_in_before() {
     let reloaded = yaml.replace("slow_query_threshold: 1h", "slow_query_threshold: 50ms");
     assert_ne!(yaml, reloaded, "the threshold is in the file:\n{yaml}");
     std::fs::write(sidecar.config_path(), reloaded).unwrap();
-    sidecar.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sidecar
-        .log()
-        .lines()
-        .any(|l| l.contains("config reloaded") && l.contains("SIGHUP"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no SIGHUP reload:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sighup_and_wait(&sidecar).await;
 
     // The same client, the same session: its next transaction is timed against 50 ms.
     c.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
@@ -495,20 +501,7 @@ async fn reload_configmap_swap_invalid_file_sighup_and_push() {
         "an unrelated reload kept the push"
     );
     // SIGHUP reloads (here with nothing changed: the push still holds).
-    sidecar.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sidecar
-        .log()
-        .lines()
-        .any(|l| l.contains("config reloaded") && l.contains("SIGHUP"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no SIGHUP reload:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sighup_and_wait(&sidecar).await;
     assert_eq!(pool_size(&http, &sidecar).await, 9);
     // A changed pool section in the file wins over the push.
     configmap_revision(
