@@ -184,10 +184,7 @@ impl ClientIo {
         // Marked first, so that it holds even if this read is dropped before it ends: the
         // socket's registration may come to hold this task's waker, not the client side's,
         // and the next poll_next must look at the socket (and at what the read left buffered).
-        // (Wakes not made yet are made with the flag set.)
-        if let Some(w) = &self.wakes {
-            w.client.set();
-        }
+        self.mark_client();
         self.reader.read_frame(&mut self.rd).await
     }
 
@@ -195,10 +192,16 @@ impl ClientIo {
     /// never takes a byte (a one-byte peek), for a wait that does not read messages.
     pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         // The peek registers the task's waker on the socket: the next poll_next looks again.
+        self.mark_client();
+        self.rd.poll_closed(cx)
+    }
+
+    /// The next [`poll_next`](Self::poll_next) must look at the client's socket: its flag is
+    /// set, on wakers already made (ones made later start with every flag set).
+    fn mark_client(&self) {
         if let Some(w) = &self.wakes {
             w.client.set();
         }
-        self.rd.poll_closed(cx)
     }
 
     /// The next client message between transactions, as a poll, by the relay's rule
