@@ -32,48 +32,44 @@ const ANYWHERE: &[&str] = &[
     "session_authorization",
 ];
 
-/// A substring found by one byte of it (its marker), then confirmed by the text around it,
-/// ignoring ASCII case.
+/// A substring, found by the two bytes at `at` in it (its pair), then confirmed by the text
+/// around them, ignoring ASCII case.
 struct Part {
-    before: &'static [u8],
-    marker: u8,
-    after: &'static [u8],
+    text: &'static [u8],
+    at: usize,
 }
 
-const fn part(before: &'static str, marker: u8, after: &'static str) -> Part {
+const fn part(text: &'static str, at: usize) -> Part {
+    assert!(at + 2 <= text.len());
     Part {
-        before: before.as_bytes(),
-        marker,
-        after: after.as_bytes(),
+        text: text.as_bytes(),
+        at,
     }
 }
 
 /// Substrings one of which every [`ANYWHERE`] word contains (a test checks it): text with none
-/// of them, in any case and wherever it stands, has no such word.
+/// of them, in any case and wherever it stands, has no such word. Each is found by a pair of
+/// bytes that ordinary SQL seldom has (`mp` is in `timestamp`, `_c` in `pg_class`), so most
+/// statements have no candidate but their `;`.
 const ANYWHERE_PARTS: [Part; 4] = [
-    part("tem", b'p', ""),
-    part("set", b'_', "config"),
-    part("advisory", b'_', "lock"),
-    part("session", b'_', "authorization"),
+    part("temp", 2),
+    part("set_config", 3),
+    part("advisory_lock", 7),
+    part("session_authorization", 6),
 ];
-/// Substrings of SQL that may deallocate prepared statements (`DISCARD`, `DEALLOCATE`).
-const DROP_PARTS: [Part; 2] = [part("", b'd', "iscard"), part("", b'd', "ealloc")];
+/// Substrings of SQL that may deallocate prepared statements (`DISCARD`, `DEALLOCATE`), found
+/// by their first byte.
+const DROP_PARTS: [Part; 2] = [part("discard", 0), part("dealloc", 0)];
 
-/// Whether one of `parts` has its marker at `sql[i]`. Inlined with a constant list, so each
-/// part's comparisons are against constants.
+/// Whether one of `parts` is in `sql` with its pair at `sql[i]`. Inlined with a constant list.
 #[inline(always)]
 fn part_at<const N: usize>(sql: &[u8], i: usize, parts: &[Part; N]) -> bool {
-    let marker = sql[i].to_ascii_lowercase();
     // A plain loop, which the compiler unrolls over the constant parts (`any` stays a call).
     for p in parts {
-        if p.marker == marker
-            && i >= p.before.len()
-            // The byte next to the marker first: most candidates differ there.
-            && p.before.last().is_none_or(|l| sql[i - 1].to_ascii_lowercase() == *l)
-            && sql[i - p.before.len()..i].eq_ignore_ascii_case(p.before)
+        if i >= p.at
             && sql
-                .get(i + 1..i + 1 + p.after.len())
-                .is_some_and(|a| a.eq_ignore_ascii_case(p.after))
+                .get(i - p.at..i - p.at + p.text.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(p.text))
         {
             return true;
         }
@@ -159,8 +155,8 @@ pub fn changes_session_state(sql: &[u8]) -> bool {
 }
 
 /// The answer for the common query, one statement, without walking it word by word: its
-/// first word, then one pass over the bytes that can be part of an [`ANYWHERE`] word, and `;`
-/// ([`mark_words`]). `None` when only [`full_scan`] can tell (more than one statement, a leading
+/// first word, then one pass over the places where an [`ANYWHERE`] word could stand, and `;`
+/// ([`candidates`]). `None` when only [`full_scan`] can tell (more than one statement, a leading
 /// comment, a listed substring somewhere).
 fn quick_answer(sql: &[u8]) -> Option<bool> {
     let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
@@ -177,8 +173,9 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
         }
         _ => {}
     }
-    // One pass over the bytes that can matter, in order: `;`, `_` and `p` in either case.
-    for (base, mut bits) in mark_words(sql) {
+    // One pass over the candidates, in order: every `;`, and every pair of an
+    // [`ANYWHERE_PARTS`] part.
+    for (base, mut bits) in candidates(sql) {
         while bits != 0 {
             let i = base + bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -198,31 +195,61 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
     Some(false)
 }
 
-/// `sql` sixteen bytes at a time, each chunk's offset with a bit per candidate byte in it
-/// (bit k for byte k): every `;`, `_`, `p` and `P`, and ESC and DEL, which fold onto them. A
-/// few vector instructions per chunk ([`marks`]), where a search per marker would pay its
-/// set-up for each of a short text's few hits. The caller looks at each candidate exactly.
+/// `sql` sixteen positions at a time, each window's offset with a bit per candidate in it
+/// (bit k for position base + k): every `;`, and every place where the two bytes of an
+/// [`ANYWHERE_PARTS`] pair stand, in any case; a few others fold onto them (ESC onto `;`, DEL
+/// onto `_`, and so on), which the caller's exact look turns away. Full windows are read from
+/// `sql` in place, and so is the last one, of one to sixteen positions, when `sql` has sixteen
+/// bytes; a shorter `sql` is read from a zero-padded copy.
 #[inline(always)]
-fn mark_words(sql: &[u8]) -> impl Iterator<Item = (usize, u32)> + '_ {
-    sql.chunks(16).enumerate().map(|(k, chunk)| {
-        let mut bytes = [0u8; 16];
-        match <&[u8; 16]>::try_from(chunk) {
-            Ok(full) => bytes = *full,
-            // The last, short chunk; the missing bytes read as zero, never a candidate.
-            Err(_) => bytes[..chunk.len()].copy_from_slice(chunk),
+fn candidates(sql: &[u8]) -> impl Iterator<Item = (usize, u32)> + '_ {
+    // A full window needs the byte after its last position.
+    let full = sql.len().saturating_sub(1) / 16;
+    let windows = (0..full).map(move |k| {
+        let base = k * 16;
+        (base, marks(window(sql, base), window(sql, base + 1)))
+    });
+    let tail = std::iter::once_with(move || {
+        let base = full * 16;
+        let n = sql.len();
+        if n >= 16 {
+            // The last sixteen bytes, the byte after them a zero; positions before `base`
+            // were in the last full window. (Fixed-size copies: no call to memcpy.)
+            let mut next = [0u8; 16];
+            next[..15].copy_from_slice(&sql[n - 15..]);
+            (base, marks(window(sql, n - 16), next) >> (base + 16 - n))
+        } else {
+            let mut padded = [0u8; 17];
+            padded[..n].copy_from_slice(sql);
+            (base, marks(window(&padded, 0), window(&padded, 1)))
         }
-        (k * 16, marks(bytes))
-    })
+    });
+    windows.chain(tail)
 }
 
-/// A bit per candidate byte of `chunk` (see [`mark_words`]): byte compares and a move mask on
-/// one 16-byte vector (SSE2 on x86-64, NEON on aarch64, through `wide`'s safe types).
+/// The sixteen bytes of `sql` from `at`.
 #[inline(always)]
-fn marks(chunk: [u8; 16]) -> u32 {
-    // Bit 5 set: `P` reads as `p`, `_` as DEL; `;` has it already.
-    let folded = u8x16::new(chunk) | u8x16::splat(0x20);
-    let is = |b: u8| folded.simd_eq(u8x16::splat(b));
-    (is(b';') | is(0x7f) | is(b'p')).to_bitmask()
+fn window(sql: &[u8], at: usize) -> [u8; 16] {
+    <[u8; 16]>::try_from(&sql[at..at + 16]).expect("sixteen bytes")
+}
+
+/// A bit per candidate position (see [`candidates`]): `here` holds the bytes at the window's
+/// sixteen positions, `next` the byte after each. Byte compares and a move mask on 16-byte
+/// vectors (SSE2 on x86-64, NEON on aarch64, through `wide`'s safe types).
+#[inline(always)]
+fn marks(here: [u8; 16], next: [u8; 16]) -> u32 {
+    // Bit 5 set: upper-case letters read as lower case, `_` as DEL; `;` has it already.
+    let fold = u8x16::splat(0x20);
+    let here = u8x16::new(here) | fold;
+    let next = u8x16::new(next) | fold;
+    let mut found = here.simd_eq(u8x16::splat(b';'));
+    // A plain loop, unrolled over the constant parts.
+    for p in &ANYWHERE_PARTS {
+        let first = here.simd_eq(u8x16::splat(p.text[p.at] | 0x20));
+        let second = next.simd_eq(u8x16::splat(p.text[p.at + 1] | 0x20));
+        found |= first & second;
+    }
+    found.to_bitmask()
 }
 
 /// The whole scan: statement by statement, skipping literals, quoted identifiers and
@@ -330,12 +357,9 @@ mod tests {
     fn every_anywhere_word_contains_a_searched_part() {
         for word in ANYWHERE {
             assert!(
-                ANYWHERE_PARTS.iter().any(|p| {
-                    let mut part = p.before.to_vec();
-                    part.push(p.marker);
-                    part.extend_from_slice(p.after);
-                    word.as_bytes().windows(part.len()).any(|w| w == part)
-                }),
+                ANYWHERE_PARTS
+                    .iter()
+                    .any(|p| word.as_bytes().windows(p.text.len()).any(|w| w == p.text)),
                 "{word} would slip past the quick answer"
             );
         }
@@ -367,28 +391,53 @@ mod tests {
         }
     }
 
-    /// Every `;`, `_`, `p` and `P` is a candidate, in order, in texts of every length around
-    /// the sixteen-byte chunks, and no other byte but ESC and DEL.
+    /// The positions [`candidates`] marks, in the order it gives them.
+    fn candidate_positions(sql: &[u8]) -> Vec<usize> {
+        candidates(sql)
+            .flat_map(|(base, bits)| {
+                (0..16)
+                    .filter(move |k| bits & (1 << k) != 0)
+                    .map(move |k| base + k)
+            })
+            .collect()
+    }
+
+    /// Every `;` and every pair of a part is a candidate, in order, in texts of every length
+    /// around the sixteen-byte windows, in any case; no other position but those whose bytes
+    /// fold onto them (ESC onto `;`, DEL onto `_`).
     #[test]
-    fn marks_are_every_candidate_in_order() {
-        let alphabet: &[u8] = b";_pPx \x1b\x7f\xc3{~q^:\x01\x00";
-        for len in 0..=50 {
-            for seed in 0..60usize {
+    fn candidates_are_every_semicolon_and_pair_in_order() {
+        let alphabet: &[u8] = b";_mMpPcCyYnNx \x1b\x7f\xc3{:\x00";
+        let fold = |b: u8| b | 0x20;
+        let pairs: Vec<[u8; 2]> = ANYWHERE_PARTS
+            .iter()
+            .map(|p| [fold(p.text[p.at]), fold(p.text[p.at + 1])])
+            .collect();
+        for len in 0..=70 {
+            for seed in 0..80usize {
                 let text: Vec<u8> = (0..len)
                     .map(|i| alphabet[(i * 7 + seed * 13 + i * i * seed) % alphabet.len()])
                     .collect();
-                let found: Vec<usize> = mark_words(&text)
-                    .flat_map(|(base, bits)| {
-                        (0..16)
-                            .filter(move |k| bits & (1 << k) != 0)
-                            .map(move |k| base + k)
-                    })
-                    .collect();
+                let found = candidate_positions(&text);
                 let want: Vec<usize> = (0..len)
-                    .filter(|i| matches!(text[*i], b';' | b'_' | b'p' | b'P' | 0x1b | 0x7f))
+                    .filter(|&i| {
+                        fold(text[i]) == b';'
+                            || text
+                                .get(i + 1)
+                                .is_some_and(|n| pairs.contains(&[fold(text[i]), fold(*n)]))
+                    })
                     .collect();
                 assert_eq!(found, want, "{text:?}");
             }
+        }
+        // The pairs themselves, where the vector compares find them.
+        for (sql, at) in [
+            ("create temp table", 9),
+            ("SELECT SET_CONFIG('a', 'b', false)", 10),
+            ("select pg_advisory_lock(1)", 17),
+            ("SET SESSION_AUTHORIZATION x", 10),
+        ] {
+            assert_eq!(candidate_positions(sql.as_bytes()), [at], "{sql}");
         }
     }
 
