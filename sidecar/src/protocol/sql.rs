@@ -199,8 +199,8 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
 /// (bit k for position base + k): every `;`, and every place where the two bytes of an
 /// [`ANYWHERE_PARTS`] pair stand, in any case; a few others fold onto them (ESC onto `;`, DEL
 /// onto `_`, and so on), which the caller's exact look turns away. Full windows are read from
-/// `sql` in place, and so is the last one, of one to sixteen positions, when `sql` has sixteen
-/// bytes; a shorter `sql` is read from a zero-padded copy.
+/// `sql` in place, and so is the last one, of one to sixteen positions, when `sql` has at least
+/// sixteen bytes; a shorter `sql` is read from a zero-padded copy.
 #[inline(always)]
 fn candidates(sql: &[u8]) -> impl Iterator<Item = (usize, u32)> + '_ {
     // A full window needs the byte after its last position.
