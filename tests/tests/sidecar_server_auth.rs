@@ -74,7 +74,19 @@ async fn scram_md5_cleartext_and_tls_modes() {
     // file has the new one, new server connections are refused with a clear error naming the
     // server's 28P01; then the sidecar uses the new file without a restart.
     pg.psql("ALTER ROLE scram_user PASSWORD 'rotated-scram'");
-    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user'");
+    // pg_terminate_backend only signals the backend unless given a timeout: wait for it to
+    // exit, so its FATAL is in the pooled connection's socket before the next checkout (whose
+    // pre-ping then finds it) rather than racing it.
+    pg.psql(
+        "DO $$ DECLARE p int; BEGIN \
+           FOR p IN SELECT pid FROM pg_stat_activity WHERE usename = 'scram_user' LOOP \
+             IF NOT pg_terminate_backend(p, 10000) \
+                AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = p) THEN \
+               RAISE EXCEPTION 'backend % outlived pg_terminate_backend', p; \
+             END IF; \
+           END LOOP; \
+         END $$",
+    );
     let refused = match through(&s, "postgres", "pw_auth").await {
         Ok((c, _conn)) => scalar(&c, "SELECT 1")
             .await
