@@ -2,14 +2,16 @@
 """The measuring half of scripts/bench (run that, not this: it starts PostgreSQL, builds the
 release binary and installs PgBouncer first).
 
-For every cell (workload x clients) and every round, each target in turn: PostgreSQL directly,
-PgBouncer, poolwarden-sidecar. A pooler is started fresh for each run (so its peak RSS, VmHWM,
-belongs to that run), warmed up with a short pgbench, then measured: CPU time from
-/proc/PID/stat (utime + stime, all threads) before and after, transactions and per-transaction
-latencies from pgbench's log (-l). Rounds alternate the poolers' order (A B, B A) and the
-table shows medians over rounds; the verdict table adds each round's own ratios (the two
-poolers' runs of a round are next to each other in time), to show what the machine's drift
-does to a verdict. Then the memory check: 1,000 clients log in to each pooler
+For every cell (workload x clients) and every round, the targets: PostgreSQL directly,
+PgBouncer, poolwarden-sidecar. Both poolers are started fresh for each round of a cell (so a
+peak RSS, VmHWM, belongs to that round) and warmed up with a short pgbench; then each target's
+measured time runs in slices (BENCH_SLICES, 4 of 5 s by default) that take turns, the order
+reversed every other slice (A B B A), so the two poolers' figures of a round come from the
+same minute of the machine's life. Each slice is measured: the pooler's CPU time from
+/proc/PID/stat (utime + stime, all threads) before and after, transactions and
+per-transaction latencies from pgbench's log (-l); a round's figures sum its slices. Rounds
+also alternate the poolers' order and the table shows medians over rounds; the verdict table
+adds each round's own ratios, to show what the machine's drift does to a verdict. Then the memory check: 1,000 clients log in to each pooler
 and stay idle; VmRSS is read. Python 3 standard library only.
 """
 
@@ -222,46 +224,85 @@ def reset_tables(args):
         check=True, capture_output=True)
 
 
-def one_run(args, cell, target, seconds, warmup):
-    reset_tables(args)
-    pooler = None
-    port = args.pg_port
-    try:
-        if target != "direct":
-            pooler = Pooler(target, args, args.work, args.pool_size)
-            port = pooler.port
-        if warmup:
-            pgbench(args, port, cell, warmup)
-        cpu0 = cpu_ticks(pooler.pid) if pooler else None
-        sched0 = run_queue_ns(pooler.pid) if pooler else None
-        prefix = f"{args.work}/pgb-{cell}-{target}"
-        out = pgbench(args, port, cell, seconds, log_prefix=prefix)
-        cpu1 = cpu_ticks(pooler.pid) if pooler else None
-        sched1 = run_queue_ns(pooler.pid) if pooler else None
-        hwm = status_kib(pooler.pid, "VmHWM") if pooler else None
-    finally:
-        if pooler:
-            pooler.stop()
+def pgbench_figures(out):
+    """Transactions, tps and failed transactions from pgbench's report."""
     m = re.search(r"number of transactions actually processed: (\d+)", out)
     tx = int(m.group(1)) if m else 0
     m = re.search(r"tps = ([\d.]+) \((?:without|excluding)", out) or re.search(r"tps = ([\d.]+)", out)
     tps = float(m.group(1)) if m else 0.0
     m = re.search(r"number of failed transactions: (\d+)", out)
     failed = int(m.group(1)) if m else 0
-    lat = sorted(latencies_us(prefix))
-    r = {
-        "cell": cell, "target": target, "tps": tps, "transactions": tx, "failed": failed,
-        "avg_ms": (sum(lat) / len(lat) / 1000) if lat else float("nan"),
-        "p99_ms": percentile(lat, 0.99) / 1000,
-    }
-    if pooler:
-        r["cpu_us_per_tx"] = (cpu1 - cpu0) / CLK_TCK * 1e6 / max(tx, 1)
-        r["peak_rss_mib"] = hwm / 1024 if hwm else float("nan")
-        # How long the pooler waited for a CPU against how long it ran: when it waits longer
-        # than it runs, the machine's scheduler, not the pooler's work, bounds tps and p99.
-        r["ran_s"] = (sched1[0] - sched0[0]) / 1e9
-        r["waited_s"] = (sched1[1] - sched0[1]) / 1e9
-    return r
+    return tx, tps, failed
+
+
+def slice_order(order, i):
+    """The targets' order in slice i of a round: `order`, then reversed, and so on (A B B A),
+    so no target is always first after the tables' reset or always next to the same one."""
+    return tuple(order) if i % 2 == 0 else tuple(reversed(order))
+
+
+def measure_cell(args, cell, order, seconds, slices, warmup):
+    """One round of one cell: the poolers started fresh and warmed up, then each target's
+    `seconds` measured in `slices` slices that take turns (slice_order), so a change in the
+    machine's speed that lasts longer than a slice or two falls on every target alike. One
+    row per target: transactions, tps, latencies and the pooler's CPU summed over its
+    slices."""
+    per_slice = max(1, seconds // slices)
+    poolers = {}
+    acc = {t: {"tx": 0, "time": 0.0, "failed": 0, "lat": [], "cpu": 0, "ran": 0, "waited": 0}
+           for t in order}
+    try:
+        for t in order:
+            if t != "direct":
+                poolers[t] = Pooler(t, args, args.work, args.pool_size)
+        if warmup:
+            for t in order:
+                reset_tables(args)
+                pgbench(args, poolers[t].port if t in poolers else args.pg_port, cell, warmup)
+        for i in range(slices):
+            for t in slice_order(order, i):
+                reset_tables(args)
+                pooler = poolers.get(t)
+                port = pooler.port if pooler else args.pg_port
+                cpu0 = cpu_ticks(pooler.pid) if pooler else 0
+                sched0 = run_queue_ns(pooler.pid) if pooler else (0, 0)
+                prefix = f"{args.work}/pgb-{cell}-{t}-{i}"
+                out = pgbench(args, port, cell, per_slice, log_prefix=prefix)
+                cpu1 = cpu_ticks(pooler.pid) if pooler else 0
+                sched1 = run_queue_ns(pooler.pid) if pooler else (0, 0)
+                tx, tps, failed = pgbench_figures(out)
+                a = acc[t]
+                a["tx"] += tx
+                a["time"] += tx / tps if tps else 0.0
+                a["failed"] += failed
+                a["lat"] += latencies_us(prefix)
+                a["cpu"] += cpu1 - cpu0
+                a["ran"] += sched1[0] - sched0[0]
+                a["waited"] += sched1[1] - sched0[1]
+        hwm = {t: status_kib(p.pid, "VmHWM") for t, p in poolers.items()}
+    finally:
+        for p in poolers.values():
+            p.stop()
+    rows = []
+    for t in order:
+        a = acc[t]
+        lat = sorted(a["lat"])
+        r = {
+            "cell": cell, "target": t, "tps": a["tx"] / a["time"] if a["time"] else 0.0,
+            "transactions": a["tx"], "failed": a["failed"], "slices": slices,
+            "avg_ms": (sum(lat) / len(lat) / 1000) if lat else float("nan"),
+            "p99_ms": percentile(lat, 0.99) / 1000,
+        }
+        if t in poolers:
+            r["cpu_us_per_tx"] = a["cpu"] / CLK_TCK * 1e6 / max(a["tx"], 1)
+            r["peak_rss_mib"] = hwm[t] / 1024 if hwm[t] else float("nan")
+            # How long the pooler waited for a CPU against how long it ran: when it waits
+            # longer than it runs, the machine's scheduler, not the pooler's work, bounds tps
+            # and p99.
+            r["ran_s"] = a["ran"] / 1e9
+            r["waited_s"] = a["waited"] / 1e9
+        rows.append(r)
+    return rows
 
 
 async def idle_clients(port, n, user="postgres", database="bench"):
@@ -364,12 +405,12 @@ def worker_threads():
     return int(os.environ.get("BENCH_WORKER_THREADS", "1"))
 
 
-def report(args, results, memory, started, host, seconds, rounds):
+def report(args, results, memory, started, host, seconds, rounds, slices):
     cells = [c for c in args.cells]
-    lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run, {rounds} round(s), "
-             f"medians; pool {args.pool_size} server connections (transaction mode, trust "
-             f"auth) for both poolers; poolwarden's data_path: {data_path()}, "
-             f"worker_threads: {worker_threads()}; pgbench -j 2, "
+    lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run in {slices} slice(s) of "
+             f"{seconds // slices} s taking turns, {rounds} round(s), medians; pool "
+             f"{args.pool_size} server connections (transaction mode, trust auth) for both "
+             f"poolers; poolwarden's data_path: {data_path()}, worker_threads: {worker_threads()}; pgbench -j 2, "
              f"scale {args.scale}. Machine: {host}.", "",
              "| Workload | Clients | Target | tps | avg ms | p99 ms | p99 added ms | "
              "pooler CPU µs/tx | pooler peak RSS MiB |",
@@ -453,6 +494,9 @@ def main():
     seconds = env_int("BENCH_SECONDS", 3 if quick else 20)
     rounds = env_int("BENCH_ROUNDS", 1 if quick else 2)
     warmup = env_int("BENCH_WARMUP", 1 if quick else 2)
+    slices = env_int("BENCH_SLICES", 1 if quick else 4)
+    if slices < 1 or seconds % slices:
+        sys.exit(f"BENCH_SLICES ({slices}) must divide BENCH_SECONDS ({seconds})")
     args.pool_size = env_int("BENCH_POOL_SIZE", 20)
     args.scale = env_int("BENCH_SCALE", 10)
     idle_n = env_int("BENCH_IDLE_CLIENTS", 1000)
@@ -469,20 +513,21 @@ def main():
     started = dt.datetime.now(dt.timezone.utc)
     host = machine(args)
     runs = len(args.cells) * len(TARGETS) * rounds
-    print(f"==> {runs} runs of {seconds} s (+{warmup} s warm-up each), about "
-          f"{runs * (seconds + warmup + 3) // 60 + 1} min; {host}", flush=True)
+    # Each slice and warm-up also pays for the tables' reset and pgbench's start (~2 s).
+    minutes = runs * (seconds + warmup + 2 * (slices + 1)) // 60 + 1
+    print(f"==> {runs} runs of {seconds} s in {slices} slice(s) (+{warmup} s warm-up each), "
+          f"about {minutes} min; {host}", flush=True)
     results = []
     for rnd in range(rounds):
         order = TARGETS if rnd % 2 == 0 else ("direct", "poolwarden", "pgbouncer")
         for cell in args.cells:
-            for target in order:
-                r = one_run(args, cell, target, seconds, warmup)
+            for r in measure_cell(args, cell, order, seconds, slices, warmup):
                 r["round"] = rnd + 1
                 results.append(r)
                 extra = (f" cpu {r['cpu_us_per_tx']:.1f} µs/tx rss {r['peak_rss_mib']:.1f} MiB"
                          f" ran {r['ran_s']:.1f} s waited {r['waited_s']:.1f} s"
                          if "cpu_us_per_tx" in r else "")
-                print(f"round {rnd + 1} {cell:<13} {target:<10} tps {r['tps']:>9.0f} "
+                print(f"round {rnd + 1} {cell:<13} {r['target']:<10} tps {r['tps']:>9.0f} "
                       f"avg {r['avg_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
                       f"{' failed ' + str(r['failed']) if r['failed'] else ''}{extra}",
                       flush=True)
@@ -493,13 +538,13 @@ def main():
             memory.append(m)
             print(f"idle clients {kind:<10} {idle_n} clients: RSS {m['rss_start_mib']:.1f} -> "
                   f"{m['rss_idle_mib']:.1f} MiB (peak {m['hwm_mib']:.1f})", flush=True)
-    text = report(args, results, memory, started, host, seconds, rounds)
+    text = report(args, results, memory, started, host, seconds, rounds, slices)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(
         {"started": started.isoformat(), "machine": host, "seconds": seconds, "rounds": rounds,
-         "runs": results, "memory": memory}, indent=1))
+         "slices": slices, "runs": results, "memory": memory}, indent=1))
     print("\n" + text)
     print(f"written to {out / 'results.md'} (raw: {out / 'results.json'})")
     if record_it:
