@@ -11,8 +11,9 @@ same minute of the machine's life. Each slice is measured: the pooler's CPU time
 /proc/PID/stat (utime + stime, all threads) before and after, transactions and
 per-transaction latencies from pgbench's log (-l); a round's figures sum its slices. Rounds
 also alternate the poolers' order and the table shows medians over rounds; the verdict table
-adds each round's own ratios, to show what the machine's drift does to a verdict. Then the memory check: 1,000 clients log in to each pooler
-and stay idle; VmRSS is read. Python 3 standard library only.
+adds each round's own ratios, to show what the machine's drift does to a verdict. Then the
+memory check: 1,000 clients log in to each pooler and stay idle; VmRSS is read. Python 3
+standard library only.
 """
 
 import argparse
@@ -410,8 +411,8 @@ def report(args, results, memory, started, host, seconds, rounds, slices):
     lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run in {slices} slice(s) of "
              f"{seconds // slices} s taking turns, {rounds} round(s), medians; pool "
              f"{args.pool_size} server connections (transaction mode, trust auth) for both "
-             f"poolers; poolwarden's data_path: {data_path()}, worker_threads: {worker_threads()}; pgbench -j 2, "
-             f"scale {args.scale}. Machine: {host}.", "",
+             f"poolers; poolwarden's data_path: {data_path()}, worker_threads: "
+             f"{worker_threads()}; pgbench -j 2, scale {args.scale}. Machine: {host}.", "",
              "| Workload | Clients | Target | tps | avg ms | p99 ms | p99 added ms | "
              "pooler CPU µs/tx | pooler peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
