@@ -237,8 +237,9 @@ def pgbench_figures(out):
 
 
 def slice_order(order, i):
-    """The targets' order in slice i of a round: `order`, then reversed, and so on (A B B A),
-    so no target is always first after the tables' reset or always next to the same one."""
+    """The targets' order in slice i of a round: `order`, then reversed, and so on. The two
+    poolers' slices then sit symmetrically in time (A B B A), so a drift of the machine's
+    speed through the round falls on both alike."""
     return tuple(order) if i % 2 == 0 else tuple(reversed(order))
 
 
