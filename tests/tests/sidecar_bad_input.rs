@@ -206,6 +206,8 @@ async fn silent_clients_are_dropped_after_the_startup_timeout() {
         .unwrap();
     let start = Instant::now();
     let mut buf = Vec::new();
+    // The kernel holds a client that has sent nothing for about a second first (the
+    // listener's TCP_DEFER_ACCEPT); then the sidecar's startup timeout runs.
     let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "a silent client was not dropped within 10 s");
     assert!(

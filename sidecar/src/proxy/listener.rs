@@ -25,6 +25,21 @@ use crate::dataplane::DataPlane;
 use crate::protocol::sqlstate;
 use crate::server::ConnectError;
 
+/// How long the kernel holds a new client connection for its first bytes before handing it
+/// to the proxy anyway (seconds; see [`defer_accept`]).
+const DEFER_ACCEPT_SECS: u32 = 1;
+
+/// Have the kernel hand a client over once its first bytes (the start-up packet or SSL
+/// request: a PostgreSQL client speaks first) are there, rather than at the handshake: one
+/// wake-up per login instead of two, and a client that connects and says nothing holds no
+/// slot of `clients.max_connections` for that first second. PgBouncer does the same on
+/// Linux. Best effort: where it cannot be set, clients are accepted at the handshake.
+fn defer_accept(listener: &TcpListener) {
+    if let Err(e) = poolwarden_sockopt::set_tcp_defer_accept(listener, DEFER_ACCEPT_SECS) {
+        tracing::debug!(error = %e, "TCP_DEFER_ACCEPT not set on the client listener");
+    }
+}
+
 /// Why the proxy could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -124,6 +139,7 @@ impl Proxy {
                 addr: config.listen,
                 source,
             })?;
+        defer_accept(&listener);
         Ok(Self {
             listener,
             config: Arc::new(ArcSwap::from_pointee(config)),
@@ -323,5 +339,24 @@ pub async fn termination_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_client_listener_waits_for_a_clients_first_bytes() {
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_path: DataPath::Tasks,
+            ..Config::default()
+        };
+        let proxy = Proxy::bind(config).await.unwrap();
+        assert_eq!(
+            poolwarden_sockopt::tcp_defer_accept(&proxy.listener).unwrap(),
+            DEFER_ACCEPT_SECS
+        );
     }
 }
