@@ -35,8 +35,14 @@ const DEFER_ACCEPT_SECS: u32 = 1;
 /// slot of `clients.max_connections` for that first second. PgBouncer does the same on
 /// Linux. Best effort: where it cannot be set, clients are accepted at the handshake.
 fn defer_accept(listener: &TcpListener) {
-    if let Err(e) = poolwarden_sockopt::set_tcp_defer_accept(listener, DEFER_ACCEPT_SECS) {
-        tracing::debug!(error = %e, "TCP_DEFER_ACCEPT not set on the client listener");
+    match poolwarden_sockopt::set_tcp_defer_accept(listener, DEFER_ACCEPT_SECS) {
+        Ok(()) => {}
+        // Not Linux: nothing to tell.
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "TCP_DEFER_ACCEPT not set on the client listener; clients are accepted at the handshake"
+        ),
     }
 }
 
