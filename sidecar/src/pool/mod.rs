@@ -315,7 +315,7 @@ impl<M: Manager> Pool<M> {
         pool_recycle: Duration,
         pre_ping: bool,
     ) -> Verdict {
-        if now.saturating_duration_since(e.created) >= pool_recycle {
+        if e.recycle_due(now, pool_recycle) {
             return Verdict::Recycle;
         }
         let manager = &self.shared.manager;

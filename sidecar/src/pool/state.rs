@@ -53,6 +53,10 @@ pub struct Entry<C> {
     /// When it last came back healthy (after its last ReadyForQuery): the last moment the
     /// server is known to have answered on it.
     pub returned: Instant,
+    /// The pool_recycle last asked about, and when the connection is due under it
+    /// (`created` + pool_recycle; `None` past the clock's range): worked out again only when
+    /// pool_recycle changes, so the check at every checkout and return compares two instants.
+    recycle: (Duration, Option<Instant>),
 }
 
 impl<C> Entry<C> {
@@ -62,7 +66,17 @@ impl<C> Entry<C> {
             conn,
             created: now,
             returned: now,
+            recycle: (Duration::MAX, now.checked_add(Duration::MAX)),
         }
+    }
+
+    /// Whether the connection has lived `pool_recycle` or longer at `now`.
+    #[inline]
+    pub fn recycle_due(&mut self, now: Instant, pool_recycle: Duration) -> bool {
+        if self.recycle.0 != pool_recycle {
+            self.recycle = (pool_recycle, self.created.checked_add(pool_recycle));
+        }
+        pool_recycle.is_zero() || self.recycle.1.is_some_and(|due| now >= due)
     }
 }
 
@@ -307,7 +321,7 @@ impl<C> State<C> {
             Some(CloseReason::Shutdown)
         } else if !healthy {
             Some(CloseReason::Error)
-        } else if now.saturating_duration_since(entry.created) >= self.settings.pool_recycle {
+        } else if entry.recycle_due(now, self.settings.pool_recycle) {
             Some(CloseReason::Recycle)
         } else if self.total() >= self.settings.capacity() {
             Some(CloseReason::Resize)

@@ -173,6 +173,41 @@ async fn recycle_after_one_hour_and_idle_connection_replaced() {
     assert_eq!(p.counters().closed_for(CloseReason::Recycle), 2);
 }
 
+/// The moment a connection falls due is worked out once per pool_recycle: the answers are
+/// those of its age against pool_recycle, including after pool_recycle changes (a reload) and
+/// at the edges (exactly due, zero, beyond the clock's range).
+#[test]
+fn recycle_due_is_age_against_pool_recycle() {
+    let opened = Instant::now();
+    let hour = Duration::from_secs(3600);
+    let second = Duration::from_secs(1);
+    let mut e = Entry::new(0u8, opened);
+    // (age, pool_recycle, due): in order, on the same entry.
+    let table = [
+        (Duration::ZERO, hour, false),
+        (hour - second, hour, false),
+        (hour, hour, true),
+        (hour * 2, hour, true),
+        // pool_recycle raised by a reload: no longer due.
+        (hour + second, hour * 2, false),
+        (hour * 2, hour * 2, true),
+        // Lowered again.
+        (hour - second, hour / 2, true),
+        (Duration::ZERO, Duration::ZERO, true),
+        (Duration::ZERO, Duration::MAX, false),
+        (hour * 24 * 365, Duration::MAX, false),
+        (second, hour, false),
+    ];
+    for (age, pool_recycle, want) in table {
+        assert_eq!(
+            e.recycle_due(opened + age, pool_recycle),
+            want,
+            "age {age:?}, pool_recycle {pool_recycle:?}"
+        );
+        assert_eq!(want, age >= pool_recycle, "the table itself");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn pre_ping_replaces_a_dead_idle_connection() {
     let (p, m) = pool(settings(2, 0, 30));
