@@ -231,18 +231,19 @@ impl<M: Manager> Pool<M> {
     /// connection, a slot to open one in, or a place in the queue. [`Pool::ready`] takes an
     /// idle connection that needs no check; [`Pool::finish`] does the rest.
     pub fn begin(&self) -> Begun<M> {
-        self.begin_preferring(None)
+        self.begin_preferring(None, Instant::now())
     }
 
     /// [`begin`](Pool::begin) from the data plane loop `home`: of the idle connections, one
     /// registered with that loop ([`Manager::home`]) goes first, so that it need not move
-    /// (unless `server_round_robin` asks for the one idle longest).
-    pub fn begin_near(&self, home: usize) -> Begun<M> {
-        self.begin_preferring(Some(home))
+    /// (unless `server_round_robin` asks for the one idle longest). `now`: the loop's clock
+    /// reading for the events it handles (the checkout's start: its wait, and the
+    /// connection's idle time and age, count from it).
+    pub fn begin_near(&self, home: usize, now: Instant) -> Begun<M> {
+        self.begin_preferring(Some(home), now)
     }
 
-    fn begin_preferring(&self, home: Option<usize>) -> Begun<M> {
-        let start = Instant::now();
+    fn begin_preferring(&self, home: Option<usize>, start: Instant) -> Begun<M> {
         // One lock: the step and the settings it is taken under. The clock is read again only
         // after a wait: `start` serves for the wait and the connection's idle time and age.
         let (step, pool_recycle, pre_ping) = {

@@ -187,7 +187,7 @@ impl Live {
     pub(super) fn turn(&mut self, scratch: &mut [u8], phase: Phase, now: Instant) -> Turn {
         loop {
             let step = match std::mem::replace(&mut self.state, State::Moved) {
-                State::Between => self.between(scratch, phase),
+                State::Between => self.between(scratch, phase, now),
                 State::Checking {
                     first,
                     checkout,
@@ -204,7 +204,7 @@ impl Live {
     }
 
     /// Between transactions: the next transaction's first message, and its checkout.
-    fn between(&mut self, scratch: &mut [u8], phase: Phase) -> Option<Turn> {
+    fn between(&mut self, scratch: &mut [u8], phase: Phase, now: Instant) -> Option<Turn> {
         self.state = State::Between;
         if !self.out_client.is_empty() {
             match flush(&self.client, &mut self.out_client) {
@@ -234,7 +234,7 @@ impl Live {
             return Some(leave(Resume::Fatal { code, message }));
         }
         let pool = &self.s.login.db.pool;
-        match pool.ready(pool.begin_near(self.plane.index())) {
+        match pool.ready(pool.begin_near(self.plane.index(), now)) {
             Ok(c) => self.start_relay(first, c),
             Err(begun) => {
                 let pool = pool.clone();
