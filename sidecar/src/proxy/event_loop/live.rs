@@ -56,9 +56,34 @@ enum State {
         watch: bool,
     },
     /// Relaying a transaction.
-    Relaying(Box<Relay>),
+    Relaying(Held),
     /// Taken apart (only inside a turn).
     Moved,
+}
+
+/// A relay in the allocation the session keeps between transactions (a box moves a pointer
+/// each turn, not the relay; reusing it saves an allocation and a free per transaction).
+struct Held(Box<Option<Relay>>);
+
+impl Held {
+    /// The relay out of its box, and the box, empty, for the next transaction.
+    fn take(mut self) -> (Relay, Box<Option<Relay>>) {
+        let r = self.0.take().expect("a held relay");
+        (r, self.0)
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Relay;
+    fn deref(&self) -> &Relay {
+        self.0.as_ref().as_ref().expect("a held relay")
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Relay {
+        self.0.as_mut().as_mut().expect("a held relay")
+    }
 }
 
 struct Relay {
@@ -96,6 +121,8 @@ pub(super) struct Live {
     waker: Waker,
     /// The loop's plane: a server connection registered with another loop moves here.
     plane: DataPlane,
+    /// The last transaction's relay box, empty.
+    spare: Option<Box<Option<Relay>>>,
 }
 
 impl Live {
@@ -120,6 +147,7 @@ impl Live {
             timer_due: false,
             waker,
             plane,
+            spare: None,
         }
     }
 
@@ -326,12 +354,20 @@ impl Live {
             c.conn(),
             &mut self.to_server,
         );
-        self.state = State::Relaying(Box::new(Relay {
+        let relay = Relay {
             c,
             server,
             b,
             last_activity: None,
-        }));
+        };
+        let held = match self.spare.take() {
+            Some(mut slot) => {
+                *slot = Some(relay);
+                Held(slot)
+            }
+            None => Held(Box::new(Some(relay))),
+        };
+        self.state = State::Relaying(held);
         None
     }
 
@@ -339,7 +375,7 @@ impl Live {
     /// ready.
     fn relaying(
         &mut self,
-        mut r: Box<Relay>,
+        mut r: Held,
         scratch: &mut [u8],
         phase: Phase,
         now: Instant,
@@ -461,9 +497,10 @@ impl Live {
 
     /// The transaction ended: count it, give the connection back (reset first on tokio if
     /// session state was touched).
-    fn release(&mut self, mut r: Box<Relay>, now: Instant) -> Option<Turn> {
+    fn release(&mut self, mut r: Held, now: Instant) -> Option<Turn> {
         self.s.account(&mut r.b);
-        let Relay { c, b, .. } = *r;
+        let (Relay { c, b, .. }, slot) = r.take();
+        self.spare = Some(slot);
         if b.dirty {
             return Some(leave(Resume::Settle {
                 c,
@@ -479,9 +516,9 @@ impl Live {
     }
 
     /// The relay ended otherwise: count it, and hand the session to tokio to settle.
-    fn end(&mut self, mut r: Box<Relay>, outcome: Outcome) -> Turn {
+    fn end(&mut self, mut r: Held, outcome: Outcome) -> Turn {
         self.s.account(&mut r.b);
-        let Relay { c, b, .. } = *r;
+        let (Relay { c, b, .. }, _) = r.take();
         let pending = match outcome {
             Outcome::ClientGone { .. } => BytesMut::new(),
             _ => std::mem::take(&mut self.out_client),
