@@ -61,7 +61,12 @@ impl FrameReader {
     }
 
     /// A frame already buffered, without reading.
+    #[inline]
     pub fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        // Most calls find the buffer empty (the relay asks before each read): no call then.
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
         decode(&mut self.buf, self.max_len, self.valid_tag)
     }
 
