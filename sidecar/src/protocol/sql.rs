@@ -4,6 +4,8 @@
 //!
 //! False positives only cost one `DISCARD ALL`; the scan errs on that side.
 
+use std::ops::ControlFlow;
+
 use wide::u8x16;
 
 /// Statement-leading keywords that change session state.
@@ -156,7 +158,7 @@ pub fn changes_session_state(sql: &[u8]) -> bool {
 
 /// The answer for the common query, one statement, without walking it word by word: its
 /// first word, then one pass over the places where an [`ANYWHERE`] word could stand, and `;`
-/// ([`candidates`]). `None` when only [`full_scan`] can tell (more than one statement, a leading
+/// ([`each_candidate`]). `None` when only [`full_scan`] can tell (more than one statement, a leading
 /// comment, a listed substring somewhere).
 fn quick_answer(sql: &[u8]) -> Option<bool> {
     let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
@@ -175,56 +177,69 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
     }
     // One pass over the candidates, in order: every `;`, and every pair of an
     // [`ANYWHERE_PARTS`] part.
-    for (base, mut bits) in candidates(sql) {
-        while bits != 0 {
-            let i = base + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            match sql[i] {
-                // One statement: nothing but white space and semicolons after the first `;`.
-                b';' => {
-                    return sql[i..]
-                        .iter()
-                        .all(|b| *b == b';' || b.is_ascii_whitespace())
-                        .then_some(false);
-                }
-                _ if part_at(sql, i, &ANYWHERE_PARTS) => return None,
-                _ => {}
-            }
-        }
+    let found = each_candidate(sql, |i| match sql[i] {
+        // One statement: nothing but white space and semicolons after the first `;`.
+        b';' => ControlFlow::Break(
+            sql[i..]
+                .iter()
+                .all(|b| *b == b';' || b.is_ascii_whitespace())
+                .then_some(false),
+        ),
+        _ if part_at(sql, i, &ANYWHERE_PARTS) => ControlFlow::Break(None),
+        _ => ControlFlow::Continue(()),
+    });
+    match found {
+        ControlFlow::Break(answer) => answer,
+        ControlFlow::Continue(()) => Some(false),
     }
-    Some(false)
 }
 
-/// `sql` sixteen positions at a time, each window's offset with a bit per candidate in it
-/// (bit k for position base + k): every `;`, and every place where the two bytes of an
-/// [`ANYWHERE_PARTS`] pair stand, in any case; a few others fold onto them (ESC onto `;`, DEL
-/// onto `_`, and so on), which the caller's exact look turns away. Full windows are read from
-/// `sql` in place, and so is the last one, of one to sixteen positions, when `sql` has at least
-/// sixteen bytes; a shorter `sql` is read from a zero-padded copy.
+/// Calls `f` with each candidate position of `sql`, in order, until it breaks: every `;`, and
+/// every place where the two bytes of an [`ANYWHERE_PARTS`] pair stand, in any case; a few
+/// others fold onto them (ESC onto `;`, DEL onto `_`, and so on), which `f`'s exact look turns
+/// away. `sql` is read sixteen positions at a time: full windows in place, and so is the last
+/// one, of one to sixteen positions, when `sql` has at least sixteen bytes; a shorter `sql` is
+/// read from a zero-padded copy. A plain loop calling `f` (no iterator adapters to unwind).
 #[inline(always)]
-fn candidates(sql: &[u8]) -> impl Iterator<Item = (usize, u32)> + '_ {
+fn each_candidate<B>(
+    sql: &[u8],
+    mut f: impl FnMut(usize) -> ControlFlow<B>,
+) -> ControlFlow<B> {
     // A full window needs the byte after its last position.
     let full = sql.len().saturating_sub(1) / 16;
-    let windows = (0..full).map(move |k| {
+    for k in 0..full {
         let base = k * 16;
-        (base, marks(window(sql, base), window(sql, base + 1)))
-    });
-    let tail = std::iter::once_with(move || {
-        let base = full * 16;
-        let n = sql.len();
-        if n >= 16 {
-            // The last sixteen bytes, the byte after them a zero; positions before `base`
-            // were in the last full window. (Fixed-size copies: no call to memcpy.)
-            let mut next = [0u8; 16];
-            next[..15].copy_from_slice(&sql[n - 15..]);
-            (base, marks(window(sql, n - 16), next) >> (base + 16 - n))
-        } else {
-            let mut padded = [0u8; 17];
-            padded[..n].copy_from_slice(sql);
-            (base, marks(window(&padded, 0), window(&padded, 1)))
-        }
-    });
-    windows.chain(tail)
+        each_bit(base, marks(window(sql, base), window(sql, base + 1)), &mut f)?;
+    }
+    let base = full * 16;
+    let n = sql.len();
+    let last = if n >= 16 {
+        // The last sixteen bytes, the byte after them a zero; positions before `base` were in
+        // the last full window. (Fixed-size copies: no call to memcpy.)
+        let mut next = [0u8; 16];
+        next[..15].copy_from_slice(&sql[n - 15..]);
+        marks(window(sql, n - 16), next) >> (base + 16 - n)
+    } else {
+        let mut padded = [0u8; 17];
+        padded[..n].copy_from_slice(sql);
+        marks(window(&padded, 0), window(&padded, 1))
+    };
+    each_bit(base, last, &mut f)
+}
+
+/// `f` for each set bit of `bits` (bit k: position base + k), lowest first, until it breaks.
+#[inline(always)]
+fn each_bit<B>(
+    base: usize,
+    mut bits: u32,
+    f: &mut impl FnMut(usize) -> ControlFlow<B>,
+) -> ControlFlow<B> {
+    while bits != 0 {
+        let i = base + bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        f(i)?;
+    }
+    ControlFlow::Continue(())
 }
 
 /// The sixteen bytes of `sql` from `at`.
@@ -233,7 +248,7 @@ fn window(sql: &[u8], at: usize) -> [u8; 16] {
     <[u8; 16]>::try_from(&sql[at..at + 16]).expect("sixteen bytes")
 }
 
-/// A bit per candidate position (see [`candidates`]): `here` holds the bytes at the window's
+/// A bit per candidate position (see [`each_candidate`]): `here` holds the bytes at the window's
 /// sixteen positions, `next` the byte after each. Byte compares and a move mask on 16-byte
 /// vectors (SSE2 on x86-64, NEON on aarch64, through `wide`'s safe types).
 #[inline(always)]
@@ -391,15 +406,15 @@ mod tests {
         }
     }
 
-    /// The positions [`candidates`] marks, in the order it gives them.
+    /// The positions [`each_candidate`] gives, in its order.
     fn candidate_positions(sql: &[u8]) -> Vec<usize> {
-        candidates(sql)
-            .flat_map(|(base, bits)| {
-                (0..16)
-                    .filter(move |k| bits & (1 << k) != 0)
-                    .map(move |k| base + k)
-            })
-            .collect()
+        let mut found = Vec::new();
+        let end: ControlFlow<()> = each_candidate(sql, |i| {
+            found.push(i);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(end, ControlFlow::Continue(()));
+        found
     }
 
     /// Every `;` and every pair of a part is a candidate, in order, in texts of every length
