@@ -201,15 +201,16 @@ fn quick_answer(sql: &[u8]) -> Option<bool> {
 /// one, of one to sixteen positions, when `sql` has at least sixteen bytes; a shorter `sql` is
 /// read from a zero-padded copy. A plain loop calling `f` (no iterator adapters to unwind).
 #[inline(always)]
-fn each_candidate<B>(
-    sql: &[u8],
-    mut f: impl FnMut(usize) -> ControlFlow<B>,
-) -> ControlFlow<B> {
+fn each_candidate<B>(sql: &[u8], mut f: impl FnMut(usize) -> ControlFlow<B>) -> ControlFlow<B> {
     // A full window needs the byte after its last position.
     let full = sql.len().saturating_sub(1) / 16;
     for k in 0..full {
         let base = k * 16;
-        each_bit(base, marks(window(sql, base), window(sql, base + 1)), &mut f)?;
+        each_bit(
+            base,
+            marks(window(sql, base), window(sql, base + 1)),
+            &mut f,
+        )?;
     }
     let base = full * 16;
     let n = sql.len();
