@@ -564,12 +564,13 @@ fn would_block(e: &io::Error) -> bool {
 fn flush(sock: &LoopSocket, buf: &mut BytesMut) -> io::Result<bool> {
     while !buf.is_empty() {
         match sock.write_now(buf) {
+            // All of it: emptied in place, so the buffer keeps its room from the start and
+            // the next message needs no `reserve` to reclaim it.
+            Ok(n) if n == buf.len() => buf.clear(),
             Ok(n) => {
+                // A short write: the socket's buffer is full.
                 buf.advance(n);
-                if !buf.is_empty() {
-                    // A short write: the socket's buffer is full.
-                    return Ok(false);
-                }
+                return Ok(false);
             }
             Err(e) if would_block(&e) => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
