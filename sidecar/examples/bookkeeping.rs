@@ -54,10 +54,10 @@ fn main() {
         .map(|n| n.parse().expect("TRANSACTIONS: a count"))
         .unwrap_or(10_000);
     let metrics = Metrics::new();
-    let mut timer = Some(QueryTimer::new(
+    let mut timer = Some(Box::new(QueryTimer::new(
         metrics.pool("bench"),
         std::time::Duration::from_secs(5),
-    ));
+    )));
     let mut tracking = Tracking::new(200).expect("a limit above 0");
     let mut server_statements = ServerStatements::new();
     // Each message as the client's frame reader hands it over: a body split off the read

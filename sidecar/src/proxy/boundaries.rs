@@ -34,7 +34,7 @@ pub struct Boundaries {
     pub answered: Option<Instant>,
     /// Where finished queries are accounted (`poolwarden_query_duration_seconds`, slow
     /// queries), with slow_query_threshold.
-    queries: Option<QueryTimer>,
+    queries: Option<Box<QueryTimer>>,
 }
 
 /// Times queries: a simple Query until its ReadyForQuery, an extended batch from its first
@@ -141,14 +141,14 @@ impl Boundaries {
 
     /// Time every query with `timer` (a session keeps one across its transactions, so its
     /// queue is not allocated anew for each).
-    pub fn with_query_timer(mut self, timer: Option<QueryTimer>) -> Self {
+    pub fn with_query_timer(mut self, timer: Option<Box<QueryTimer>>) -> Self {
         self.queries = timer;
         self
     }
 
     /// Take the query timer back, with nothing in flight.
     #[inline]
-    pub fn take_query_timer(&mut self) -> Option<QueryTimer> {
+    pub fn take_query_timer(&mut self) -> Option<Box<QueryTimer>> {
         let mut timer = self.queries.take()?;
         timer.in_flight.clear();
         timer.batch = None;
@@ -304,8 +304,8 @@ mod tests {
         ];
         for (i, (sent, readies, threshold, want)) in cases.into_iter().enumerate() {
             let m = crate::metrics::Metrics::new();
-            let mut b =
-                Boundaries::new().with_query_timer(Some(QueryTimer::new(m.pool("db"), threshold)));
+            let mut b = Boundaries::new()
+                .with_query_timer(Some(Box::new(QueryTimer::new(m.pool("db"), threshold))));
             for f in sent {
                 b.client_sent(f);
             }

@@ -69,7 +69,7 @@ pub struct Session {
     /// Transaction mode with `max_prepared_statements` > 0: the client's named statements.
     pub(super) prepared: Option<Tracking>,
     /// Kept between transactions (see [`Boundaries::with_query_timer`]).
-    query_timer: Option<QueryTimer>,
+    query_timer: Option<Box<QueryTimer>>,
     /// The client's cancel key, and the backend it reaches.
     pub(super) cancel: CancelHandle,
     /// Counted as connected (proxy-wide and per database) from the greeting on.
@@ -498,7 +498,7 @@ impl Session {
         }
         let mut timer = self.query_timer.take().or_else(|| {
             let metrics = self.login.db.metrics.clone();
-            metrics.map(|m| QueryTimer::new(m, threshold))
+            metrics.map(|m| Box::new(QueryTimer::new(m, threshold)))
         });
         if let Some(t) = &mut timer {
             t.set_threshold(threshold);
