@@ -158,8 +158,8 @@ pub fn changes_session_state(sql: &[u8]) -> bool {
 
 /// The answer for the common query, one statement, without walking it word by word: its
 /// first word, then one pass over the places where an [`ANYWHERE`] word could stand, and `;`
-/// ([`each_candidate`]). `None` when only [`full_scan`] can tell (more than one statement, a leading
-/// comment, a listed substring somewhere).
+/// ([`each_candidate`]). `None` when only [`full_scan`] can tell (more than one statement, a
+/// leading comment, a listed substring somewhere).
 fn quick_answer(sql: &[u8]) -> Option<bool> {
     let start = sql.iter().position(|b| CLASS[*b as usize] != SPACE)?;
     match CLASS[sql[start] as usize] {
@@ -249,8 +249,8 @@ fn window(sql: &[u8], at: usize) -> [u8; 16] {
     <[u8; 16]>::try_from(&sql[at..at + 16]).expect("sixteen bytes")
 }
 
-/// A bit per candidate position (see [`each_candidate`]): `here` holds the bytes at the window's
-/// sixteen positions, `next` the byte after each. Byte compares and a move mask on 16-byte
+/// A bit per candidate position (see [`each_candidate`]): `here` holds the bytes at the
+/// window's sixteen positions, `next` the byte after each. Byte compares and a move mask on 16-byte
 /// vectors (SSE2 on x86-64, NEON on aarch64, through `wide`'s safe types).
 #[inline(always)]
 fn marks(here: [u8; 16], next: [u8; 16]) -> u32 {
