@@ -66,7 +66,8 @@ impl<C> Entry<C> {
             conn,
             created: now,
             returned: now,
-            recycle: (Duration::MAX, now.checked_add(Duration::MAX)),
+            // `created` + Duration::MAX is past the clock's range.
+            recycle: (Duration::MAX, None),
         }
     }
 
