@@ -426,7 +426,23 @@ impl Session {
     /// client_encoding, `None` when it already does (the usual case: two comparisons, nothing
     /// built, and no async call made: callers run the SETs with `simple_query` only when
     /// there are some).
+    #[inline]
     pub(super) fn resync_sql(&self, server: &ServerConn) -> Option<String> {
+        let in_sync = server.application_name() == self.login.application_name()
+            && self
+                .login
+                .client_encoding()
+                .is_none_or(|e| e == server.client_encoding());
+        if in_sync {
+            return None;
+        }
+        self.resync_sets(server)
+    }
+
+    /// [`resync_sql`](Self::resync_sql)'s SETs, when there are some.
+    #[cold]
+    #[inline(never)]
+    fn resync_sets(&self, server: &ServerConn) -> Option<String> {
         let want = [
             (
                 "application_name",
