@@ -14,6 +14,10 @@ also alternate the poolers' order and the table shows medians over rounds; the v
 adds each round's own ratios, to show what the machine's drift does to a verdict. Then the
 memory check: 1,000 clients log in to each pooler and stay idle; VmRSS is read. Python 3
 standard library only.
+
+BENCH_AA=1 (calibration, never recorded): the poolwarden slot runs a second PgBouncer, set up
+as the first. Its verdicts are what the machine's noise alone does to two identical poolers:
+how many of the targets a pooler exactly as fast as PgBouncer meets on this machine.
 """
 
 import argparse
@@ -51,6 +55,16 @@ CELLS = {
 }
 TARGETS = ("direct", "pgbouncer", "poolwarden")
 LABEL = {"direct": "direct", "pgbouncer": "PgBouncer", "poolwarden": "poolwarden"}
+
+
+def calibrating():
+    """BENCH_AA: the poolwarden slot is a second PgBouncer (an A/A run, see the docstring)."""
+    return os.environ.get("BENCH_AA", "") not in ("", "0")
+
+
+def kind_for(target):
+    """The pooler a target runs: itself, except poolwarden's slot in an A/A run."""
+    return "pgbouncer" if target == "poolwarden" and calibrating() else target
 
 
 def env_int(name, default):
@@ -256,7 +270,7 @@ def measure_cell(args, cell, order, seconds, slices, warmup):
     try:
         for t in order:
             if t != "direct":
-                poolers[t] = Pooler(t, args, args.work, args.pool_size)
+                poolers[t] = Pooler(kind_for(t), args, args.work, args.pool_size)
         if warmup:
             for t in order:
                 reset_tables(args)
@@ -335,7 +349,7 @@ async def idle_clients(port, n, user="postgres", database="bench"):
 
 def memory_check(args, kind, n):
     # The hazard log's pool: 20/10 for poolwarden; PgBouncer gets the same 20 + 10 reserve.
-    pooler = Pooler(kind, args, args.work, 20, 10)
+    pooler = Pooler(kind_for(kind), args, args.work, 20, 10)
     try:
         base = status_kib(pooler.pid, "VmRSS")
 
@@ -409,7 +423,9 @@ def worker_threads():
 
 def report(args, results, memory, started, host, seconds, rounds, slices):
     cells = [c for c in args.cells]
-    lines = [f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run in {slices} slice(s) of "
+    aa = ("**A/A calibration (BENCH_AA=1): the column and rows named poolwarden are a second "
+          "PgBouncer, set up as the first.** " if calibrating() else "")
+    lines = [f"{aa}Run {started:%Y-%m-%d %H:%M} UTC, {seconds} s per run in {slices} slice(s) of "
              f"{seconds // slices} s taking turns, {rounds} round(s), medians; pool "
              f"{args.pool_size} server connections (transaction mode, trust auth) for both "
              f"poolers; poolwarden's data_path: {data_path()}, worker_threads: "
@@ -507,7 +523,8 @@ def main():
     for c in args.cells:
         if c not in CELLS:
             sys.exit(f"unknown cell {c!r}; known: {', '.join(CELLS)}")
-    record_it = os.environ.get("BENCH_RECORD", "0" if quick else "1") not in ("", "0")
+    record_it = (os.environ.get("BENCH_RECORD", "0" if quick else "1") not in ("", "0")
+                 and not calibrating())
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(soft, 8192) if hard == resource.RLIM_INFINITY else max(soft, min(8192, hard))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
