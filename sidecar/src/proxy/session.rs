@@ -428,22 +428,18 @@ impl Session {
     /// there are some).
     #[inline]
     pub(super) fn resync_sql(&self, server: &ServerConn) -> Option<String> {
-        let in_sync = server.application_name() == self.login.application_name()
-            && self
-                .login
-                .client_encoding()
-                .is_none_or(|e| e == server.client_encoding());
-        if in_sync {
+        let params = self.resync_params(server);
+        if params.iter().all(|p| to_set(p).is_none()) {
             return None;
         }
-        self.resync_sets(server)
+        Some(resync_sets(&params))
     }
 
-    /// [`resync_sql`](Self::resync_sql)'s SETs, when there are some.
-    #[cold]
-    #[inline(never)]
-    fn resync_sets(&self, server: &ServerConn) -> Option<String> {
-        let want = [
+    /// The parameters a server connection must match: name, this client's value (if it
+    /// set one), the server's.
+    #[inline]
+    fn resync_params<'a>(&'a self, server: &'a ServerConn) -> [ResyncParam<'a>; 2] {
+        [
             (
                 "application_name",
                 Some(self.login.application_name()),
@@ -454,16 +450,7 @@ impl Session {
                 self.login.client_encoding(),
                 server.client_encoding(),
             ),
-        ];
-        let mut sets = String::new();
-        for (name, value, current) in want {
-            if let Some(v) = value
-                && current != v
-            {
-                sets.push_str(&format!("SET {name} = '{}';", v.replace('\'', "''")));
-            }
-        }
-        (!sets.is_empty()).then_some(sets)
+        ]
     }
 
     /// Relay with a checked-out connection until the transaction (or session) ends, then
@@ -704,4 +691,26 @@ impl Drop for DbClient {
             m.client_disconnected();
         }
     }
+}
+
+/// A parameter of [`Session::resync_params`]: name, the client's value, the server's.
+type ResyncParam<'a> = (&'static str, Option<&'a str>, &'a str);
+
+/// The value to `SET`: the client's, when it set one and the server's differs.
+#[inline]
+fn to_set<'a>((_, want, current): &ResyncParam<'a>) -> Option<&'a str> {
+    want.filter(|v| v != current)
+}
+
+/// The `SET`s for the parameters [`to_set`] gives a value for (built only when it gives one).
+#[cold]
+#[inline(never)]
+fn resync_sets(params: &[ResyncParam<'_>]) -> String {
+    let mut sets = String::new();
+    for p in params {
+        if let Some(v) = to_set(p) {
+            sets.push_str(&format!("SET {} = '{}';", p.0, v.replace('\'', "''")));
+        }
+    }
+    sets
 }
